@@ -1,0 +1,33 @@
+"""What every command shares: the consoles and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from ..errors import BvmeshError
+
+#: Results go to stdout, progress and messages to stderr, so `--json` output stays clean.
+out = Console()
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn a BvmeshError into one line on stderr and its exit code (1, or 3 for meshes)."""
+    try:
+        yield
+    except BvmeshError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False)])
