@@ -1,0 +1,125 @@
+"""The model registry: plain data saying which weights files exist, where and what they are.
+
+No torch, no network, no file access at import time: `bvmesh weights list` reads this and
+answers instantly. Weights files are opaque bytes at this layer; loading and validating a
+checkpoint's contents is `bvmesh.model`'s job.
+
+To publish a new model version, add a `ModelEntry` below (see docs/weights.md): a new version
+always gets a new file name, so an old cache never silently holds a different file under the
+same name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: Folder of the files that ship inside the package (`bundled=True` entries).
+BUNDLED_DIR: Path = Path(__file__).resolve().parent
+
+#: Where release assets live. Not yet published: see docs/weights.md.
+RELEASE_URL = "https://github.com/bvmesh/bvmesh/releases/download/{tag}/{file}"
+
+#: The model used when the user names none. It ships inside the package: works with no network.
+DEFAULT_MODEL = "bvmesh-acdc-v1"
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: Model names double as folder names under the cache, so keep them filesystem-safe.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One published weights file.
+
+    Attributes:
+        name: what users type (`--weights NAME`); unique in the registry.
+        version: the model's version string (a new version gets a new name and file).
+        file: the file name in the cache and, for bundled models, in the package folder.
+        urls: mirrors tried in order; `file://` and `http(s)://` both work.
+        sha256: lower-case hex SHA-256 of the file, or None while a bundled model is not yet
+            pinned (then the file is hashed and reported, but not checked).
+        size: the file's size in bytes, or None when not pinned; a download of another size
+            is rejected before hashing.
+        classes: output classes of the network, in channel order.
+        training_data: what it was trained on (data set, subjects, phases).
+        licence: SPDX identifier of the weights' licence (the code is MIT; weights inherit the
+            terms of their training data).
+        description: one line for `bvmesh weights list`.
+        bundled: True when the file ships inside the package at `BUNDLED_DIR / file`.
+    """
+
+    name: str
+    version: str
+    file: str
+    urls: tuple[str, ...]
+    sha256: str | None
+    size: int | None
+    classes: tuple[str, ...]
+    training_data: str
+    licence: str
+    description: str
+    bundled: bool = False
+
+    def __post_init__(self) -> None:
+        # A malformed entry is a programming error in the registry; fail at import, loudly.
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise ValueError(f"registry entry {self.name!r}: name must match {NAME_PATTERN.pattern}")
+        if "/" in self.file or "\\" in self.file or self.file.startswith("."):
+            raise ValueError(f"registry entry {self.name!r}: file {self.file!r} must be a plain "
+                             "file name")
+        if self.sha256 is not None and not _HEX64.fullmatch(self.sha256):
+            raise ValueError(f"registry entry {self.name!r}: sha256 must be 64 lower-case hex "
+                             "digits (the output of `sha256sum FILE`)")
+        if self.sha256 is None and not self.bundled:
+            # A download without a hash to check against could be anything.
+            raise ValueError(f"registry entry {self.name!r}: a downloadable model needs sha256")
+        if self.size is not None and self.size <= 0:
+            raise ValueError(f"registry entry {self.name!r}: size must be positive bytes")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples become lists)."""
+        d = asdict(self)
+        d["urls"] = list(self.urls)
+        d["classes"] = list(self.classes)
+        return d
+
+
+_ACDC_V1_FILE = "bvmesh-acdc-v1.pt"
+
+#: Every model bvmesh knows by name. Tests replace this dict (monkeypatch) with their own.
+REGISTRY: dict[str, ModelEntry] = {
+    e.name: e
+    for e in (
+        ModelEntry(
+            name="bvmesh-acdc-v1",
+            version="1",
+            file=_ACDC_V1_FILE,
+            urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V1_FILE),),
+            # Filled in by whoever trains and releases the file: `sha256sum` and `stat -c %s`.
+            sha256=None,
+            size=None,
+            classes=("lv_pool", "lv_myo", "rv_pool"),
+            training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels",
+            licence="CC-BY-NC-SA-4.0",
+            description="Default: init + propagation networks of the paper, trained on ACDC",
+            bundled=True,
+        ),
+    )
+}
+
+
+def get(name: str, registry: dict[str, ModelEntry] | None = None) -> ModelEntry | None:
+    """The entry called `name`, or None. `registry` defaults to the current `REGISTRY`."""
+    return current(registry).get(name)
+
+
+def current(registry: dict[str, ModelEntry] | None = None) -> dict[str, ModelEntry]:
+    """`registry` if given, else the module's `REGISTRY` as it is now (so tests can patch it)."""
+    return REGISTRY if registry is None else registry
+
+
+def bundled_dir() -> Path:
+    """The folder bundled files are looked up in, read at call time (so tests can patch it)."""
+    return BUNDLED_DIR
