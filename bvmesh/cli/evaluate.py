@@ -1,0 +1,157 @@
+"""`bvmesh evaluate PRED GT`: score predicted label maps against ground truth.
+
+Results go to stdout (a table, or the summary JSON with --json); progress and per-case
+problems go to stderr. Exit code 1 when any case failed, had no prediction or an empty
+one (after every other case was scored and the outputs written); 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .console import err, exit_on_error, out, setup_logging
+
+_LABEL_HELP = ("Label map of the {}: bvmesh, acdc, mnms, binary, or explicit "
+               "'1=rv_pool,2=lv_myo,3=lv_pool'.")
+
+
+def _label_map(value: str) -> str:
+    from ..errors import InputError
+    from ..labels import parse_label_map
+
+    try:
+        parse_label_map(value)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+
+
+def evaluate(
+    pred: Annotated[Path, typer.Argument(
+        help="Predicted label map file, or a folder of them (<case>.nii.gz or "
+             "<case>/labels.nii.gz).", show_default=False)],
+    gt: Annotated[Path, typer.Argument(
+        help="Ground-truth label map file, or a folder of them (<case>.nii.gz or "
+             "<case>_gt.nii.gz, searched recursively).", show_default=False)],
+    labels: Annotated[str, typer.Option(
+        "--labels", callback=_label_map, help=_LABEL_HELP.format("ground truth"))] = "bvmesh",
+    pred_labels: Annotated[str, typer.Option(
+        "--pred-labels", callback=_label_map,
+        help=_LABEL_HELP.format("predictions"))] = "bvmesh",
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="Folder for cases.csv, slices.csv, summary.json, results.md "
+                               "and the PNG plots.")] = Path("results"),
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the summary JSON on stdout instead of the table.")] = False,
+    isotropic_mm: Annotated[float, typer.Option(
+        "--isotropic-mm", min=0.0,
+        help="Grid step (mm) of the isotropic Dice below the base; 0 skips it.")] = 1.25,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots",
+                                        help="Draw the PNG plots.")] = True,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose",
+                                          help="Log details to stderr.")] = False,
+) -> None:
+    """Score predictions against ground truth: Dice, HD95, ASSD, volumes, LV mass, slice-wise
+    Dice from base to apex, per case and structure, on the ground truth's slices."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .. import evaluate as ev_mod
+    from ..errors import InputError
+    from ..labels import parse_label_map
+
+    setup_logging(verbose)
+    with exit_on_error():
+        structures = ev_mod.scored_structures(parse_label_map(labels),
+                                              parse_label_map(pred_labels))
+        if not structures:
+            raise InputError(f"label maps {labels!r} (ground truth) and {pred_labels!r} "
+                                    "(prediction) share no structure to score")
+        pairs = ev_mod.find_pairs(pred, gt)
+        todo = [p for p in pairs if p.gt is not None]
+        unpaired = [p for p in pairs if p.gt is None]
+        for p in unpaired:
+            err.print(f"[yellow]warning:[/] {p.case}: prediction {p.pred} has no ground truth; "
+                      "not scored", highlight=False, soft_wrap=True)
+        cases = []
+        with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.description}"), console=err,
+                      transient=True) as progress:
+            task = progress.add_task("", total=len(todo))
+            for result in ev_mod.iter_file_cases(todo, labels=labels, pred_labels=pred_labels,
+                                                 structures=structures,
+                                                 isotropic_mm=isotropic_mm or None):
+                cases.append(result)
+                _report_case(result, ev_mod)
+                progress.update(task, advance=1, description=result.case)
+        evaluation = ev_mod.Evaluation(cases, structures, labels, pred_labels, unpaired,
+                                       isotropic_mm or None)
+        written = ev_mod.write_results(evaluation, output, plots=plots)
+    summary = evaluation.summary()
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        _print_tables(evaluation, summary, ev_mod)
+        err.print(f"wrote {len(written)} files to {output}", highlight=False)
+    if evaluation.exit_code:
+        c = summary["counts"]
+        err.print(f"[bold red]error:[/] {c[ev_mod.FAILED]} case(s) failed, {c[ev_mod.MISSING]} "
+                  f"without prediction, {c[ev_mod.EMPTY]} with an empty prediction "
+                  f"(see {output / 'summary.json'})", highlight=False)
+        raise typer.Exit(evaluation.exit_code)
+
+
+def _report_case(result, ev_mod) -> None:
+    if result.status in (ev_mod.FAILED, ev_mod.MISSING):
+        err.print(f"[bold red]{result.status}:[/] {result.case}: {'; '.join(result.messages)}",
+                  highlight=False, soft_wrap=True)
+    elif result.status == ev_mod.EMPTY:
+        err.print(f"[yellow]warning:[/] {result.case}: the prediction is empty; scored as "
+                  "Dice 0", highlight=False, soft_wrap=True)
+    else:
+        for m in result.messages:
+            if "outside" in m or "orthogonal" in m:
+                err.print(f"[yellow]note:[/] {result.case}: {m}", highlight=False,
+                          soft_wrap=True)
+
+
+def _print_tables(evaluation, summary: dict, ev_mod) -> None:
+    from rich.table import Table
+
+    structures = evaluation.structures
+    scored = [c for c in evaluation.cases if c.scored]
+    if 1 < len(scored) <= 40:
+        last = structures[-1]
+        per_case = Table(title="Dice per case", title_justify="left")
+        per_case.add_column("case", no_wrap=True)
+        for s in structures:
+            per_case.add_column(ev_mod.SHORT[s], justify="right")
+        per_case.add_column(f"HD95 {ev_mod.SHORT[last]} (mm)", justify="right")
+        for c in scored:
+            per_case.add_row(c.case, *[ev_mod.fmt(ev_mod.metric_value(c, s, "dice"), 3)
+                                       for s in structures],
+                             ev_mod.fmt(ev_mod.metric_value(c, last, "hd95_mm"), 2))
+        out.print(per_case)
+    counts = summary["counts"]
+    # Metrics as rows, structures as columns: fits an 80-column terminal.
+    table = Table(title=f"{counts['scored']} of {counts['cases']} cases scored, mean ± std",
+                  title_justify="left")
+    table.add_column("metric", no_wrap=True)
+    for s in structures:
+        table.add_column(ev_mod.SHORT[s], justify="right", no_wrap=True)
+    stats = summary["structures"]
+    table.add_row("n", *[str(stats[s]["dice"]["n"]) for s in structures])
+    for m, header, digits in ev_mod.TABLE_METRICS:
+        table.add_row(header, *[ev_mod.cell(stats[s][m], digits) for s in structures])
+    out.print(table)
+    mass = summary.get("lv_mass_g")
+    if mass and mass["pred"].get("n"):
+        out.print(f"LV mass: ground truth {ev_mod.cell(mass['gt'], 1)} g, prediction "
+                  f"{ev_mod.cell(mass['pred'], 1)} g", highlight=False)
