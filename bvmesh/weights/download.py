@@ -102,7 +102,8 @@ def download(urls: str | Sequence[str], dst: str | os.PathLike, *, sha256: str |
                 return _fetch(url, dst, sha256=sha256, size=size, timeout=timeout,
                               progress=progress)
             except WeightsError as exc:
-                log.warning("%s", exc)
+                # info, not warning: the caller gets every mirror's failure in the exception.
+                log.info("%s", exc)
                 errors.append(str(exc))
     if len(errors) == 1:
         raise WeightsError(errors[0])
