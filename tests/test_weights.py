@@ -489,3 +489,13 @@ def test_inventory_shows_where_models_are(tmp_path, server):
     rows = {r["name"]: r for r in inventory(registry=reg)}
     assert rows["tm-v1"]["installed"] == "cache"
     assert rows["tm-v1"]["path"] == str(tmp_path / "envcache" / "tm-v1.pt")
+
+
+def test_resolve_bundled_missing_from_package_says_so(tmp_path, server):
+    data = payload()
+    reg = {"tm-v1": entry("tm-v1", data, (server.add("/tm-v1.pt", status=404),), bundled=True)}
+    for offline in (True, False):
+        with pytest.raises(WeightsError, match="missing from the package") as exc:
+            resolve("tm-v1", registry=reg, offline=offline)
+        assert str(tmp_path / "bundled" / "tm-v1.pt") in str(exc.value)
+    assert "HTTP 404" in str(exc.value) and leftovers(tmp_path) == []

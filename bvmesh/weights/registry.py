@@ -65,7 +65,8 @@ class ModelEntry:
     def __post_init__(self) -> None:
         # A malformed entry is a programming error in the registry; fail at import, loudly.
         if not NAME_PATTERN.fullmatch(self.name):
-            raise ValueError(f"registry entry {self.name!r}: name must match {NAME_PATTERN.pattern}")
+            raise ValueError(f"registry entry {self.name!r}: name must match "
+                             f"{NAME_PATTERN.pattern}")
         if "/" in self.file or "\\" in self.file or self.file.startswith("."):
             raise ValueError(f"registry entry {self.name!r}: file {self.file!r} must be a plain "
                              "file name")

@@ -168,17 +168,26 @@ def _resolve_entry(entry: ModelEntry, cdir: Path, offline: bool, progress: bool,
                 f"{entry.name} --force` (or delete the file, or `bvmesh weights install` a good "
                 "copy)")
         return ResolvedWeights(cached.absolute(), entry.name, digest, "cache")
+    # A bundled model missing from the package (a build without the file) says so first.
+    missing = (f"the bundled file {_reg.bundled_dir() / entry.file} is missing from the package "
+               "(reinstall bvmesh); " if entry.bundled else "")
     if offline:
         raise WeightsError(
-            f"model {entry.name} is not in the weights cache ({cached}) and offline mode is on "
-            "(--offline or BVMESH_OFFLINE), so it was not downloaded. On a machine with network "
+            f"{missing}model {entry.name} is not in the weights cache ({cached}) and offline "
+            "mode is on (--offline or BVMESH_OFFLINE), so it was not downloaded. On a machine "
+            "with network "
             f"run `bvmesh weights download {entry.name}`, copy the file it prints here and run "
             "`bvmesh weights install FILE` (or point --cache-dir / BVMESH_CACHE_DIR at a folder "
             "holding it)")
     from .download import download
 
-    digest = download(entry.urls, cached, sha256=entry.sha256, size=entry.size, timeout=timeout,
-                      progress=progress)
+    try:
+        digest = download(entry.urls, cached, sha256=entry.sha256, size=entry.size,
+                          timeout=timeout, progress=progress)
+    except WeightsError as exc:
+        if missing:
+            raise WeightsError(f"{missing}downloading it instead failed: {exc}") from None
+        raise
     return ResolvedWeights(cached.absolute(), entry.name, digest, "download")
 
 
