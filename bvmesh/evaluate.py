@@ -193,12 +193,12 @@ def _isotropic_dice(result: CaseResult, pred: np.ndarray, gt: np.ndarray, affine
     idx = np.nonzero(heart)
     box = [(float(i.min()), float(i.max())) for i in idx]
     box[axis] = (float(rng.lo), float(rng.hi))
-    iso_p, iso_g = metrics.isotropic_labels([pred, gt], affine, len(CLASS_NAMES) + 1,
-                                            box=tuple(box), spacing_mm=step_mm)
-    for name in result.scores:
-        labels = STRUCTURES[name]
-        result.scores[name]["dice_iso"] = metrics.dice(np.isin(iso_p, labels),
-                                                       np.isin(iso_g, labels))
+    names = list(result.scores)
+    masks = [m for name in names for m in (np.isin(pred, STRUCTURES[name]),
+                                           np.isin(gt, STRUCTURES[name]))]
+    iso = metrics.isotropic_masks(masks, affine, box=tuple(box), spacing_mm=step_mm)
+    for n, name in enumerate(names):
+        result.scores[name]["dice_iso"] = metrics.dice(iso[2 * n], iso[2 * n + 1])
 
 
 def score_predictions(
@@ -605,9 +605,11 @@ TABLE_METRICS: tuple[tuple[str, str, int], ...] = (
 
 
 def cell(stats: dict, digits: int) -> str:
-    """``mean ± std`` of a stats dict, or n/a."""
+    """``mean ± std`` of a stats dict, the value alone for one case, or n/a."""
     if not stats.get("n"):
         return NA
+    if stats["n"] == 1:
+        return f"{stats['mean']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 

@@ -241,17 +241,17 @@ def _lerp_axis(a: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
     return a.take(i0, axis=axis) * (1 - w) + a.take(i1, axis=axis) * w
 
 
-def isotropic_labels(labels: list[np.ndarray], affine: np.ndarray, n_classes: int, *,
-                     box: tuple[tuple[float, float], ...], spacing_mm: float = 1.25
-                     ) -> list[np.ndarray]:
-    """Resample label maps onto one isotropic grid by one-hot linear interpolation.
+def isotropic_masks(masks: list[np.ndarray], affine: np.ndarray, *,
+                    box: tuple[tuple[float, float], ...], spacing_mm: float = 1.25
+                    ) -> list[np.ndarray]:
+    """Resample boolean masks onto one isotropic grid by linear interpolation.
 
-    ``box`` gives, per voxel axis, the first and last position (fractional voxel
-    indices, inclusive) the grid spans; the grid steps ``spacing_mm`` along each voxel
-    axis from the first position. Each class is interpolated as a fraction in [0, 1] and
-    a voxel takes the class with the largest fraction (ties: lowest label), so a
-    structure's boundary lies half way between slices, where linear interpolation puts
-    it. Returns uint8 label arrays on the new grid, one per input.
+    Each mask is one channel of a one-hot label map: it is interpolated as a fraction in
+    [0, 1] and thresholded at 0.5 (the paper's binarisation), so a boundary lies half
+    way between slices and a structure's resampled mask depends on that structure alone
+    (identical masks stay identical, whatever their neighbours do). ``box`` gives, per
+    voxel axis, the first and last position (fractional voxel indices, inclusive) the
+    grid spans; it steps ``spacing_mm`` along each voxel axis from the first position.
     """
     spacing = voxel_spacing(affine)
     coords = []
@@ -262,13 +262,10 @@ def isotropic_labels(labels: list[np.ndarray], affine: np.ndarray, n_classes: in
     # Crop first: interpolation only reads the two neighbours of each target position.
     crop = tuple(slice(int(np.floor(c[0])), int(np.floor(c[-1])) + 2) for c in coords)
     local = [c - s.start for c, s in zip(coords, crop)]
-    # Coarsest axis last: the big upsampling then touches arrays that are already small.
+    # Smallest upsampling first, the coarse slice axis last: the big upsampling then
+    # runs on arrays that are already small along the other axes.
     order = np.argsort([len(c) / max(1, s.stop - s.start) for c, s in zip(local, crop)])
-    out = []
-    for lab in labels:
-        sub = np.asarray(lab)[crop]
-        onehot = np.stack([sub == c for c in range(n_classes)]).astype(np.float32)
-        for axis in order:
-            onehot = _lerp_axis(onehot, int(axis) + 1, local[axis])
-        out.append(np.argmax(onehot, axis=0).astype(np.uint8))
-    return out
+    stacked = np.stack([np.asarray(m, bool)[crop] for m in masks]).astype(np.float32)
+    for axis in order:
+        stacked = _lerp_axis(stacked, int(axis) + 1, local[axis])
+    return list(stacked >= 0.5)

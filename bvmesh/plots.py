@@ -158,6 +158,9 @@ def plot_bland_altman(ev: Evaluation, path: str | Path) -> Path:
                                label="±1.96 SD" if sign > 0 else None)
             ax.legend(fontsize=7, loc="best")
         ax.axhline(0, color="grey", lw=0.6)
+        # Symmetric about zero, at least ±1 unit: a bias reads against "no difference".
+        lim = max([1.0, *np.abs(ax.get_ylim())])
+        ax.set_ylim(-lim, lim)
         ax.set_title(title)
         ax.set_xlabel(f"mean of prediction and ground truth ({unit})")
         ax.set_ylabel(f"prediction - ground truth ({unit})")

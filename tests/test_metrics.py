@@ -195,27 +195,32 @@ def test_slicewise_dice_and_consistency():
     assert math.isnan(metrics.consistency(np.array([0.9, np.nan])))
 
 
-def test_isotropic_labels_interpolates_between_slices():
+def test_isotropic_masks_interpolate_between_slices():
     affine = np.diag([1.25, 1.25, 5.0, 1.0])
-    lab = np.zeros((12, 12, 3), np.uint8)
-    lab[2:10, 2:10, 0] = 2
-    lab[2:10, 2:10, 1] = 2
-    lab[4:8, 4:8, 2] = 2
-    (iso,) = metrics.isotropic_labels([lab], affine, 5, box=((0, 11), (0, 11), (0, 2)))
+    m = np.zeros((12, 12, 3), bool)
+    m[2:10, 2:10, :2] = True
+    m[4:8, 4:8, 2] = True
+    (iso,) = metrics.isotropic_masks([m], affine, box=((0, 11), (0, 11), (0, 2)))
     assert iso.shape == (12, 12, 9)  # 10 mm along the slice axis in 1.25 mm steps
-    # Slice centres keep their labels; between slices 1 and 2 the big square shrinks at
-    # half way (fraction 0.5 ties go to the lower label, background).
-    assert np.array_equal(iso[..., 0], lab[..., 0]) and np.array_equal(iso[..., 8], lab[..., 2])
-    assert iso[3, 3, 5] == 2 and iso[3, 3, 6] == 0 and iso[5, 5, 7] == 2
+    # Slice centres keep their masks; between slices 1 and 2 (iso 4..8) the big square
+    # shrinks half way, where the fraction reaches 0.5 (iso 6: 2.5 mm from slice 1).
+    assert np.array_equal(iso[..., 0], m[..., 0]) and np.array_equal(iso[..., 8], m[..., 2])
+    assert iso[3, 3, 6] and not iso[3, 3, 7] and iso[5, 5, 7]
+    assert iso[..., 4].sum() == 64 and iso[..., 8].sum() == 16
 
 
-def test_isotropic_labels_identity_for_identical_maps():
-    lab = np.zeros((16, 16, 6), np.uint8)
-    lab[3:12, 4:13, 1:5] = 1
-    lab[5:9, 6:10, 2:4] = 3
-    a, b = metrics.isotropic_labels([lab, lab.copy()], np.diag([1.6, 1.6, 9.0, 1]), 5,
-                                    box=((1, 14), (1, 14), (1, 4)))
-    assert np.array_equal(a, b) and set(np.unique(a)) == {0, 1, 3}
+def test_isotropic_masks_partial_box_and_anisotropic_in_plane():
+    m = np.zeros((16, 16, 6), bool)
+    m[3:12, 4:13, 1:5] = True
+    a, b = metrics.isotropic_masks([m, m.copy()], np.diag([1.6, 2.5, 9.0, 1]),
+                                   box=((1, 14), (1, 14), (1, 4)))
+    assert np.array_equal(a, b)
+    # The box spans 13 voxels of 1.6 mm, 13 of 2.5 mm and 3 of 9 mm.
+    assert a.shape == (17, 27, 22)
+    # Volume is preserved up to the half-voxel rounding at the faces.
+    vol_iso = a.sum() * 1.25 ** 3
+    vol = m[:, :, 1:5].sum() * 1.6 * 2.5 * 9.0 * 3 / 4  # 3 slice gaps between 4 slices
+    assert vol_iso == pytest.approx(vol, rel=0.15)
 
 
 def test_shear_detects_non_orthogonal_axes():

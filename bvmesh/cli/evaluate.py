@@ -141,7 +141,8 @@ def _print_tables(evaluation, summary: dict, ev_mod) -> None:
         out.print(per_case)
     counts = summary["counts"]
     # Metrics as rows, structures as columns: fits an 80-column terminal.
-    table = Table(title=f"{counts['scored']} of {counts['cases']} cases scored, mean ± std",
+    how = "mean ± std" if counts["scored"] > 1 else "one case"
+    table = Table(title=f"{counts['scored']} of {counts['cases']} cases scored, {how}",
                   title_justify="left")
     table.add_column("metric", no_wrap=True)
     for s in structures:
