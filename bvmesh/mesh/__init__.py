@@ -1,0 +1,183 @@
+"""The mesh stage: label map -> tagged, closed biventricular myocardium surface (world mm),
+optionally a tetrahedral volume mesh, and writers for simulation formats.
+
+    from bvmesh.mesh import surface_mesh, write_mesh
+    surf = surface_mesh(labels, affine)          # labels 0-4 (bvmesh.labels), affine voxel -> RAS mm
+    write_mesh(surf, "mesh.vtp")                 # face tags as cell data "tag"
+
+Modules: prepare (crop, base plane, thick-slice upsampling), repair (topology, RV
+wall), surface (field, marching cubes, smoothing), tags, quality (the gate), export
+(writers), tetra (gmsh, optional).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import GeometryError, InputError
+from ..labels import LV_MYO, RV_MYO, RV_POOL
+from . import prepare, repair, surface, tags
+from .export import write_mesh
+from .quality import quality_report
+from .tags import BASE, EPI, LV, MARKERS, RV, TAG_NAMES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SurfaceMesh", "TetraMesh", "surface_mesh", "tetra_mesh", "write_mesh",
+           "quality_report", "BASE", "RV", "LV", "EPI", "MARKERS", "TAG_NAMES"]
+
+#: Default thickness (mm) of the geometric RV free wall built when labels have none.
+RV_WALL_MM = 3.0
+
+
+@dataclass(frozen=True, eq=False)
+class SurfaceMesh:
+    """A closed triangle surface of the biventricular myocardium.
+
+    vertices: (N, 3) float64, world RAS mm. faces: (M, 3) int64, wound outward.
+    face_tags: (M,) ldrb markers (base 10, rv 20, lv 30, epi 40). quality: the gate
+    report (JSON-serialisable, ``passed`` plus one item per check). notes: what was
+    done to the labels on the way (upsampling, repairs with their volumes, ...).
+    base_plane: (point mm, unit normal from apex toward base) used for the cut.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    face_tags: np.ndarray
+    quality: dict
+    notes: tuple[str, ...] = ()
+    base_plane: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class TetraMesh:
+    """A tetrahedral mesh of the myocardium with its tagged boundary triangles.
+
+    points (N, 3) world mm; tetra (K, 4) positively oriented; triangles (M, 3) the
+    boundary, wound outward; triangle_tags (M,) ldrb markers; quality as for surfaces
+    plus element checks; notes.
+    """
+
+    points: np.ndarray
+    tetra: np.ndarray
+    triangles: np.ndarray
+    triangle_tags: np.ndarray
+    quality: dict
+    notes: tuple[str, ...] = ()
+    base_plane: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+
+def _validate(labels: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    affine = np.asarray(affine, float)
+    if labels.ndim != 3:
+        raise InputError(f"labels have shape {labels.shape}; the mesh stage needs a 3D label map")
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) \
+            or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise GeometryError("the affine must be a finite, invertible 4x4 voxel -> mm matrix")
+    values = np.unique(labels)
+    if values.min() < 0 or values.max() > 4 or not np.allclose(values, np.round(values)):
+        raise InputError(f"labels hold values {values.tolist()[:10]}; expected bvmesh labels "
+                         "0-4 (translate dataset labels with bvmesh.labels.to_bvmesh)")
+    if not np.isin(labels, (LV_MYO, RV_MYO)).any():
+        raise InputError("the label map has no myocardium (labels 2 or 4); nothing to mesh")
+    return labels.astype(np.uint8), affine
+
+
+def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
+                 base_plane: tuple[np.ndarray, np.ndarray] | None = None, smooth: bool = True,
+                 rv_wall_mm: float = RV_WALL_MM, repair_topology: bool = True) -> SurfaceMesh:
+    """Mesh the biventricular myocardium (labels 2 ∪ 4) of a label map.
+
+    labels: uint8 0-4 (bvmesh.labels) on a voxel grid; a thick-slice grid (largest
+    spacing > 1.5 x smallest) is first upsampled along its slice axis by shape-based
+    interpolation. affine: voxel index -> world RAS mm (oblique, either det sign).
+    base_plane: (point mm, unit normal pointing from apex to base); None derives it
+    from the labels (outer face of the last pool slice at the end where the pools are
+    largest). smooth: Taubin smoothing with the volume restored. rv_wall_mm: thickness
+    of the geometric RV free wall built when the map has an RV pool but no RV
+    myocardium. repair_topology: see bvmesh.mesh.repair.repair_labels.
+
+    The gate never raises: the result's ``quality["passed"]`` says whether it passed.
+    """
+    labels, affine = _validate(labels, affine)
+    notes: list[str] = []
+    labels, affine = prepare.crop(labels, affine, margin=2)
+    spacing = prepare.spacing_of(affine)
+    if base_plane is not None:
+        point = np.asarray(base_plane[0], float).reshape(3)
+        normal = np.asarray(base_plane[1], float).reshape(3)
+        if np.linalg.norm(normal) < 1e-9:
+            raise GeometryError("base_plane normal is zero; give a unit vector (apex -> base)")
+        normal = normal / np.linalg.norm(normal)
+    if spacing.max() > prepare.THICK_RATIO * spacing.min():
+        axis = int(np.argmax(spacing))
+        if base_plane is None:
+            point, normal, why = prepare.derive_base_plane(labels, affine, axis)
+        base_end = 1 if prepare.plane_normal_of_axis(affine, axis) @ normal > 0 else -1
+        labels, affine, note = prepare.upsample_labels(labels, affine, axis=axis,
+                                                       base_end=base_end)
+        notes.append(note)
+        if base_plane is None:
+            notes.append(why)
+    elif base_plane is None:
+        point, normal, why = prepare.derive_base_plane(labels, affine)
+        notes.append(why)
+    # Room around the heart for the repairs (2 voxels), the wall and a closed field.
+    pad = 3 + int(np.ceil(rv_wall_mm / prepare.spacing_of(affine).min()))
+    labels, affine = prepare.crop(labels, affine, margin=pad)
+    spacing = prepare.spacing_of(affine)
+    h = float(spacing.mean())
+    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
+    dist = repair.below_plane(labels.shape, affine, point, normal)
+    allowed = dist < 0
+
+    if (labels == RV_POOL).any() and not (labels == RV_MYO).any():
+        labels, n = repair.add_rv_wall(labels, affine, rv_wall_mm, allowed)
+        notes.append(f"no RV myocardium label: built a geometric RV free wall, a {rv_wall_mm:g} "
+                     f"mm shell around the RV pool outside the LV ({n * voxel_ml:.2f} ml)")
+    if repair_topology:
+        labels, counts = repair.repair_labels(labels, allowed)
+        added = counts["septum"] + counts["wrap"] + counts["cavities"] + counts["thin_pool"]
+        notes.append(f"topology repair: added {added * voxel_ml:.2f} ml of myocardium "
+                     f"(pools wrapped {counts['wrap'] * voxel_ml:.2f} ml, septum "
+                     f"{counts['septum'] * voxel_ml:.2f} ml, thin pool "
+                     f"{counts['thin_pool'] * voxel_ml:.2f} ml, enclosed cavities "
+                     f"{counts['cavities'] * voxel_ml:.2f} ml), removed "
+                     f"{counts['removed_islands'] * voxel_ml:.2f} ml of islands")
+    myo_below = np.isin(labels, (LV_MYO, RV_MYO)) & allowed
+    voxel_volume = float(myo_below.sum()) * voxel_ml * 1000
+    if voxel_volume == 0:
+        raise GeometryError("no myocardium lies on the apex side of the base plane; check "
+                            "the plane's normal points from apex toward base")
+    ext = surface.extrude_across_plane(labels, dist, affine, normal, h)
+    mask = np.isin(ext, (LV_MYO, RV_MYO))
+    field_mm = np.maximum(surface.signed_distance(mask, spacing), dist)
+    field_mm = np.pad(field_mm, 1, constant_values=h)  # a closed field at the array border
+    shift = np.eye(4)
+    shift[:3, 3] = -1
+    verts, faces = surface.march(field_mm, affine @ shift)
+    plane_d = (verts - point) @ normal
+    on_plane = np.abs(plane_d - surface.ISO_OFFSET) < 1e-4 * max(1.0, h)  # float32 MC
+    if smooth:
+        verts = surface.smooth(verts, faces, on_plane=on_plane, point=point, normal=normal)
+    verts = surface.relax(verts, faces, on_plane=on_plane, point=point, normal=normal)
+    base_faces = on_plane[faces].all(axis=1)
+    if not base_faces.any():
+        notes.append("the base plane does not cut the myocardium: no base faces (is the plane "
+                     "above the labels, or its normal reversed?)")
+    face_tags = tags.tag_faces(verts, faces, ext, affine, base_faces=base_faces, probe_mm=h)
+    quality = quality_report(verts, faces, face_tags, voxel_volume_mm3=voxel_volume)
+    for note in notes:
+        log.info(note)
+    return SurfaceMesh(verts, faces, face_tags, quality, tuple(notes), (point, normal))
+
+
+def tetra_mesh(surf: SurfaceMesh, *, edge_mm: float = 1.5, **kwargs) -> TetraMesh:
+    """A tetrahedral mesh inside ``surf`` (needs the optional gmsh extra); see bvmesh.mesh.tetra."""
+    from .tetra import tetra_mesh as _tetra
+
+    return _tetra(surf, edge_mm=edge_mm, **kwargs)

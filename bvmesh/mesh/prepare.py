@@ -1,0 +1,183 @@
+"""Label maps made ready to mesh: cropping, the base plane, thick-slice upsampling.
+
+Everything here works on voxel grids and keeps an exact voxel -> world (RAS mm)
+affine beside each array; nothing is resampled by nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import GeometryError
+from ..labels import LV_MYO, LV_POOL, RV_MYO, RV_POOL
+
+#: Ratio of largest to smallest voxel spacing above which a grid is a thick-slice stack.
+THICK_RATIO = 1.5
+#: Signed distance (mm) given to a label absent from a slice: the shape then tapers over
+#: about half a slice instead of stopping dead at the last slice that has it.
+ABSENT_FRACTION = 0.5
+
+
+def spacing_of(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along each voxel axis: the affine's column norms."""
+    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+
+
+def plane_normal_of_axis(affine: np.ndarray, axis: int) -> np.ndarray:
+    """Unit world normal of the voxel planes across ``axis``, pointing toward increasing index.
+
+    The cross product of the two in-plane columns, not the axis' own column, so that a
+    sheared (gantry-tilted) grid still gives the true slice plane.
+    """
+    a, b = [affine[:3, i] for i in range(3) if i != axis]
+    n = np.cross(a, b)
+    n /= np.linalg.norm(n)
+    return n if n @ affine[:3, axis] > 0 else -n
+
+
+def crop(labels: np.ndarray, affine: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bounding box of the non-zero labels plus ``margin`` voxels of background.
+
+    Pads with background where the box would leave the array, so the result always has
+    ``margin`` empty voxels around the heart (marching cubes needs a closed field).
+    """
+    nz = np.nonzero(labels)
+    lo = np.array([int(i.min()) for i in nz]) - margin
+    hi = np.array([int(i.max()) for i in nz]) + margin + 1
+    out = np.zeros(tuple(hi - lo), labels.dtype)
+    src_lo, src_hi = np.maximum(lo, 0), np.minimum(hi, labels.shape)
+    dst = tuple(slice(s - o, e - o) for s, e, o in zip(src_lo, src_hi, lo))
+    out[dst] = labels[tuple(slice(s, e) for s, e in zip(src_lo, src_hi))]
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    return out, affine @ shift
+
+
+def find_slice_axis(labels: np.ndarray, affine: np.ndarray) -> int:
+    """The through-plane axis: the largest spacing, or on an isotropic grid the voxel axis
+    best aligned with the LV's long axis (first principal axis of the LV, in mm)."""
+    spacing = spacing_of(affine)
+    if spacing.max() > THICK_RATIO * spacing.min():
+        return int(np.argmax(spacing))
+    lv = np.isin(labels, (LV_POOL, LV_MYO))
+    if lv.sum() < 10:
+        lv = labels > 0
+    pts = np.argwhere(lv)[:: max(1, int(lv.sum()) // 20000)] @ affine[:3, :3].T
+    pts = pts - pts.mean(axis=0)
+    _, _, vt = np.linalg.svd(pts, full_matrices=False)
+    long_axis = vt[0]
+    align = [abs(plane_normal_of_axis(affine, a) @ long_axis) for a in range(3)]
+    return int(np.argmax(align))
+
+
+def derive_base_plane(labels: np.ndarray, affine: np.ndarray,
+                      axis: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The base plane from the labels: the outer face of the last slice with blood pool at
+    the end of the slice axis where the pools are largest.
+
+    Returns (point_mm, unit normal from apex toward base, how it was found).
+    """
+    axis = find_slice_axis(labels, affine) if axis is None else axis
+    pools = np.isin(labels, (LV_POOL, RV_POOL))
+    what = "blood pool"
+    if not pools.any():  # a myocardium-only map: its ends still differ in size
+        pools, what = labels > 0, "myocardium"
+    other = tuple(a for a in range(3) if a != axis)
+    area = pools.sum(axis=other)
+    present = np.flatnonzero(area)
+    if len(present) == 0:
+        raise GeometryError("the label map is empty; nothing to mesh")
+    first, last = int(present[0]), int(present[-1])
+    k = min(3, len(present))
+    top_is_last = area[present[-k:]].mean() >= area[present[:k]].mean()
+    k_base, step = (last, 0.5) if top_is_last else (first, -0.5)
+    in_slice = np.argwhere(np.take(pools, k_base, axis=axis)).mean(axis=0)
+    index = np.insert(in_slice, axis, k_base + step)
+    point = affine[:3, :3] @ index + affine[:3, 3]
+    normal = plane_normal_of_axis(affine, axis) * (1 if top_is_last else -1)
+    return point, normal, (f"base plane derived from the labels: outer face of slice {k_base} "
+                           f"along voxel axis {axis}, the end where the {what} is largest")
+
+
+def signed_distance_2d(mask: np.ndarray, sampling: tuple[float, float],
+                       absent: float) -> np.ndarray:
+    """Signed distance (mm, negative inside) of a 2D mask, zero on the pixel boundaries."""
+    if not mask.any():
+        return np.full(mask.shape, absent, np.float32)
+    if mask.all():
+        return np.full(mask.shape, -absent, np.float32)
+    half = 0.5 * min(sampling)
+    out = ndimage.distance_transform_edt(~mask, sampling=sampling) - half
+    inside = ndimage.distance_transform_edt(mask, sampling=sampling) - half
+    return np.where(mask, -inside, out).astype(np.float32)
+
+
+def upsample_labels(labels: np.ndarray, affine: np.ndarray, *, axis: int | None = None,
+                    base_end: int | None = None,
+                    step_mm: float | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Upsample a thick-slice label map along its slice axis by shape-based interpolation.
+
+    Per slice, each shape becomes a 2D signed distance map (mm); the maps are linearly
+    interpolated between slice centres (a label missing from a slice counts as half a
+    slice outside, so shapes taper rather than stop). First the heart (any label) against background,
+    then, inside the heart, each label against the others (the label with the smallest
+    interpolated distance wins). Never nearest neighbour.
+
+    Each thick slice is a slab: the new grid covers every slab whole, in an integer number
+    of sub-slices (so slab faces stay voxel faces), at about the in-plane spacing (or
+    ``step_mm``). Beyond the end slices, the end shape is kept out to the slab face on the
+    base end (``base_end``: +1 toward the last index, -1 the first), with nothing beyond
+    it, and tapers at the apex end.
+
+    Returns (labels, affine of the new grid, a note).
+    """
+    spacing = spacing_of(affine)
+    axis = int(np.argmax(spacing)) if axis is None else axis
+    in_plane = [a for a in range(3) if a != axis]
+    step = float(step_mm or spacing[in_plane].min())
+    factor = max(1, int(round(spacing[axis] / step)))
+    n = labels.shape[axis]
+    lab = np.moveaxis(labels, axis, 0)
+    sampling = tuple(float(spacing[a]) for a in in_plane)
+    absent = ABSENT_FRACTION * float(spacing[axis])
+    # New slice centres, in old index units: sub-slab centres of slabs [-0.5, n - 0.5].
+    u = -0.5 + (np.arange(n * factor) + 0.5) / factor
+    lo = np.clip(np.floor(u).astype(int), 0, n - 1)
+    hi = np.clip(lo + 1, 0, n - 1)
+    t = np.clip(u - lo, 0.0, 1.0).astype(np.float32)
+    # Outside [0, n - 1]: distance grows by 1 mm per mm beyond the end (a 45 degree taper).
+    beyond = np.where(u < 0, -u, np.where(u > n - 1, u - (n - 1), 0.0)) * spacing[axis]
+    # The base end: the last labelled slab is kept whole out to its face (the base plane
+    # cuts there), and nothing lies beyond it; slices above the base are not interpolated.
+    filled = np.flatnonzero((lab > 0).any(axis=(1, 2)))
+    if base_end is not None and len(filled):
+        kb = int(filled[-1] if base_end > 0 else filled[0])
+        past = (u - kb) * base_end
+        hold = (past > 0) & (past <= 0.5)
+        lo[hold], hi[hold], t[hold], beyond[hold] = kb, kb, 0.0, 0.0
+        beyond[past > 0.5] = np.inf
+    beyond = beyond.astype(np.float32)[:, None, None]
+    t = t[:, None, None]
+
+    def interpolate(masks: np.ndarray) -> np.ndarray:
+        sdf = np.stack([signed_distance_2d(m, sampling, absent) for m in masks])
+        return (1 - t) * sdf[lo] + t * sdf[hi] + beyond
+
+    heart = interpolate(lab > 0) < 0
+    present = [v for v in (LV_POOL, LV_MYO, RV_POOL, RV_MYO) if (lab == v).any()]
+    out = np.zeros(heart.shape, np.uint8)
+    if present:
+        best = np.full(heart.shape, np.inf, np.float32)
+        for v in present:
+            d = interpolate(lab == v)
+            win = d < best
+            best[win] = d[win]
+            out[win & heart] = v
+    out = np.moveaxis(out, 0, axis)
+    m = np.eye(4)
+    m[axis, axis] = 1.0 / factor
+    m[axis, 3] = 0.5 / factor - 0.5
+    note = (f"thick slices ({spacing[axis]:.3g} mm along voxel axis {axis}) upsampled x{factor} "
+            f"to {spacing[axis] / factor:.3g} mm by shape-based (signed distance) interpolation")
+    return np.ascontiguousarray(out), affine @ m, note

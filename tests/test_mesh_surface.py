@@ -1,0 +1,187 @@
+"""Surface meshes of analytic phantoms: geometry in world mm, topology, tags, the gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from bvmesh.errors import GeometryError, InputError
+from bvmesh.mesh import BASE, EPI, LV, RV, surface_mesh
+from bvmesh.mesh.quality import quality_report
+from bvmesh.mesh.surface import signed_volume
+
+try:
+    from phantoms import make_phantom
+except ImportError:  # tests/ made a package
+    from tests.phantoms import make_phantom
+
+
+def face_areas(surf):
+    v, f = surf.vertices, surf.faces
+    return np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1) / 2
+
+
+def truth_metrics(surf, phantom):
+    """Mesh-to-truth vertex distances (mm) and the area fraction whose tag matches."""
+    tree = cKDTree(phantom.truth_points)
+    dist, _ = tree.query(surf.vertices)
+    _, nearest = tree.query(surf.vertices[surf.faces].mean(axis=1))
+    area = face_areas(surf)
+    agree = float((area * (phantom.truth_tags[nearest] == surf.face_tags)).sum() / area.sum())
+    back, _ = cKDTree(surf.vertices).query(phantom.truth_points)  # truth covered by the mesh
+    return dist, agree, back
+
+
+@pytest.fixture(scope="module", params=[1, -1], ids=["det+", "det-"])
+def iso(request):
+    phantom = make_phantom((1.25, 1.25, 1.25), det_sign=request.param,
+                           base_at_start=request.param < 0)
+    return phantom, surface_mesh(phantom.labels, phantom.affine)
+
+
+@pytest.fixture(scope="module")
+def thick():
+    phantom = make_phantom((1.5, 1.5, 8.0), det_sign=-1, oblique=(-25.0, 10.0, 70.0))
+    return phantom, surface_mesh(phantom.labels, phantom.affine)
+
+
+def test_isotropic_mesh_lies_on_the_true_surface(iso):
+    phantom, surf = iso
+    assert np.sign(np.linalg.det(phantom.affine[:3, :3])) in (1, -1)
+    dist, agree, back = truth_metrics(surf, phantom)
+    assert np.median(dist) < 0.5 and np.percentile(dist, 95) < 1.5, (np.median(dist),
+                                                                    np.percentile(dist, 95))
+    assert np.percentile(back, 95) < 1.5  # and the mesh covers the whole true surface
+    assert agree >= 0.95, agree
+    assert set(np.unique(surf.face_tags)) == {BASE, RV, LV, EPI}
+
+
+def test_isotropic_mesh_passes_the_gate(iso):
+    _, surf = iso
+    q = surf.quality
+    assert q["passed"], q["failed"]
+    assert q["euler_characteristic"]["value"] == 2 and q["euler_characteristic"]["genus"] == 0
+    assert q["self_intersections"]["value"] == 0 and q["non_manifold_edges"]["value"] == 0
+    assert abs(q["volume"]["value"]) < 0.02
+    assert signed_volume(surf.vertices, surf.faces) > 0  # outward whatever det(A)
+    assert surf.vertices.dtype == np.float64 and surf.faces.shape[1] == 3
+    import json
+    json.dumps(q)  # the report must be JSON-serialisable
+
+
+def test_base_is_a_planar_cut_at_the_true_base(iso):
+    phantom, surf = iso
+    point, normal = surf.base_plane
+    assert abs(normal @ phantom.base_normal) > 0.9999
+    assert abs((phantom.base_point - point) @ normal) < 1e-6
+    base = surf.vertices[np.unique(surf.faces[surf.face_tags == BASE])]
+    assert np.abs((base - point) @ normal).max() < 1e-6
+    # Nothing lies beyond the base, and the base cap is the true base ring's size.
+    assert ((surf.vertices - point) @ normal).max() < 1e-3
+    truth_base = phantom.truth_tags == BASE
+    true_area = truth_base.sum() * 0.25**2  # truth samples lie on a 0.25 mm grid
+    area = face_areas(surf)[surf.face_tags == BASE].sum()
+    assert abs(area - true_area) / true_area < 0.1, (area, true_area)
+
+
+def test_thick_stack_is_upsampled_repaired_and_meshed(thick):
+    phantom, surf = thick
+    assert any("shape-based" in n for n in surf.notes)
+    assert any("topology repair" in n for n in surf.notes)
+    q = surf.quality
+    assert q["passed"], q["failed"]
+    dist, agree, _ = truth_metrics(surf, phantom)
+    assert np.median(dist) < 0.6 and np.percentile(dist, 95) < 2.0
+    assert agree >= 0.93, agree
+
+
+def test_repair_is_what_makes_the_thick_stack_genus_zero():
+    phantom = make_phantom((1.5, 1.5, 8.0), truth=False)
+    raw = surface_mesh(phantom.labels, phantom.affine, repair_topology=False)
+    fixed = surface_mesh(phantom.labels, phantom.affine)
+    assert raw.quality["euler_characteristic"]["genus"] > 0
+    assert not raw.quality["passed"] and "euler_characteristic" in raw.quality["failed"]
+    assert fixed.quality["euler_characteristic"]["genus"] == 0
+
+
+def test_explicit_base_plane_cuts_there():
+    phantom = make_phantom((1.25, 1.25, 1.25), truth=False)
+    point = phantom.base_point - 10.0 * phantom.base_normal
+    surf = surface_mesh(phantom.labels, phantom.affine, base_plane=(point, 2 * phantom.base_normal))
+    assert surf.quality["passed"], surf.quality["failed"]
+    assert ((surf.vertices - point) @ phantom.base_normal).max() < 1e-3
+    base = surf.vertices[np.unique(surf.faces[surf.face_tags == BASE])]
+    assert len(base) > 100 and np.abs((base - point) @ phantom.base_normal).max() < 1e-6
+
+
+def test_acdc_like_map_without_rv_myocardium_gets_a_geometric_wall():
+    phantom = make_phantom((1.5, 1.5, 8.0), truth=False, rv_wall_mm=0.0)
+    labels = phantom.labels.copy()
+    assert not (labels == 4).any()
+    surf = surface_mesh(labels, phantom.affine, rv_wall_mm=3.0)
+    assert any("geometric RV free wall" in n for n in surf.notes)
+    assert surf.quality["passed"], surf.quality["failed"]
+    area = surf.quality["tag_area_mm2"]
+    assert area["rv"] > 0.3 * area["lv"]  # the RV cavity is closed and tagged
+
+
+def test_smoothing_keeps_volume():
+    phantom = make_phantom((1.25, 1.25, 1.25), truth=False)
+    rough = surface_mesh(phantom.labels, phantom.affine, smooth=False)
+    smooth = surface_mesh(phantom.labels, phantom.affine, smooth=True)
+    v0 = signed_volume(rough.vertices, rough.faces)
+    v1 = signed_volume(smooth.vertices, smooth.faces)
+    assert abs(v1 - v0) / v0 < 1e-3
+    assert not np.allclose(rough.vertices, smooth.vertices)
+
+
+def test_bad_inputs_raise_clear_errors():
+    phantom = make_phantom((1.25, 1.25, 1.25), truth=False)
+    with pytest.raises(InputError, match="0-4"):
+        surface_mesh(phantom.labels.astype(int) * 3, phantom.affine)
+    with pytest.raises(InputError, match="no myocardium"):
+        surface_mesh(np.where(phantom.labels == 1, 1, 0), phantom.affine)
+    with pytest.raises(GeometryError, match="affine"):
+        surface_mesh(phantom.labels, np.zeros((4, 4)))
+    with pytest.raises(GeometryError, match="apex side"):
+        surface_mesh(phantom.labels, phantom.affine,
+                     base_plane=(phantom.base_point - 200 * phantom.base_normal,
+                                 phantom.base_normal))
+
+
+# The gate must catch what it claims to catch.
+
+def _sphere(centre=(0.0, 0.0, 0.0), radius=10.0):
+    import trimesh
+
+    m = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+    return np.asarray(m.vertices) + centre, np.asarray(m.faces, np.int64)
+
+
+def test_gate_passes_a_sphere():
+    v, f = _sphere()
+    q = quality_report(v, f, voxel_volume_mm3=4 / 3 * np.pi * 1000)
+    assert q["passed"], q["failed"]
+
+
+def test_gate_catches_holes_flips_handles_and_intersections():
+    v, f = _sphere()
+    assert "watertight" in quality_report(v, f[1:])["failed"]
+    flipped = f.copy()
+    flipped[0] = flipped[0, ::-1]
+    assert "consistent_winding" in quality_report(v, flipped)["failed"]
+    assert "consistent_winding" in quality_report(v, f[:, ::-1])["failed"]  # inside out
+    v2, f2 = _sphere((30.0, 0, 0))
+    two = quality_report(np.vstack([v, v2]), np.vstack([f, f2 + len(v)]))
+    assert "euler_characteristic" in two["failed"]
+    v3, f3 = _sphere((11.3, 0.7, 0.4))  # overlaps the first (not mirror-symmetric)
+    crossing = quality_report(np.vstack([v, v3]), np.vstack([f, f3 + len(v)]))
+    assert crossing["self_intersections"]["value"] > 0
+    import trimesh
+
+    torus = trimesh.creation.torus(major_radius=10, minor_radius=3)
+    q = quality_report(np.asarray(torus.vertices), np.asarray(torus.faces, np.int64))
+    assert q["euler_characteristic"]["genus"] == 1 and not q["passed"]
+    q = quality_report(v * [1, 1, 1], f, voxel_volume_mm3=4 / 3 * np.pi * 1000 * 1.1)
+    assert "volume" in q["failed"]
