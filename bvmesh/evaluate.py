@@ -95,6 +95,8 @@ class CaseResult:
     #: Slice-wise Dice per structure, from base to apex (``slice_range.order``).
     slice_dice: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Time bvmesh.segment took on this case (``--cases`` mode), nan otherwise.
+    segment_seconds: float = math.nan
     pred: str | None = None
     gt: str | None = None
 
@@ -448,6 +450,90 @@ def evaluate(pred: str | Path, gt: str | Path, *, labels: str = "bvmesh",
                       [p for p in pairs if p.gt is None], isotropic_mm)
 
 
+# --------------------------------------------------------------------------- segment, then score
+
+def find_image_cases(data_dir: str | Path) -> list[CasePair]:
+    """Ground truths in ``data_dir`` (as :func:`find_pairs` finds them) with their images.
+
+    The image of ``<case>_gt.nii.gz`` is ``<case>.nii.gz`` beside it (ACDC's layout);
+    it goes in ``CasePair.pred`` (None, with a problem, when it is missing).
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: not a folder; --cases takes a folder of images and "
+                         "<case>_gt label maps")
+    pairs = []
+    for case, found in sorted(_gt_files(data_dir).items()):
+        gt = found[0]
+        suffix = gt.name[len(bio.case_name(gt)):]
+        image = gt.with_name(case + suffix)
+        problem = None
+        if len(found) > 1:
+            problem = (f"{len(found)} ground truth files share the case name {case!r}: "
+                       + ", ".join(map(str, found)) + "; keep one")
+        elif image == gt or not image.exists():
+            problem = f"no image {image.name} beside the ground truth {gt}"
+        pairs.append(CasePair(case, None if problem else image, gt, problem))
+    if not pairs:
+        raise InputError(f"{data_dir}: holds no <case>_gt label maps")
+    return pairs
+
+
+def segment_and_score(
+    pairs: Sequence[CasePair], *, weights: str | Path | None = None, labels: str = "acdc",
+    device: str = "auto", propagation: bool = True, base_from_gt: bool = False,
+    isotropic_mm: float | None = ISOTROPIC_MM, save_dir: str | Path | None = None,
+    segment_fn: Callable | None = None, model=None,
+) -> Iterator[CaseResult]:
+    """Segment each image with :func:`bvmesh.segment` and score it against its ground truth.
+
+    ``pairs`` come from :func:`find_image_cases`. The model is loaded once (``weights``:
+    registry name, path or URL; None: the default). ``base_from_gt`` passes the ground
+    truth's base slice, as the paper's manual base. ``save_dir`` receives
+    ``<case>/labels.nii.gz`` (the layout PRED accepts, to score again without
+    segmenting). ``segment_fn`` and ``model`` replace the pipeline (tests, other models).
+    """
+    gt_map = parse_label_map(labels)
+    structures = scored_structures(gt_map, parse_label_map("bvmesh"))
+    if segment_fn is None:
+        from .pipeline import load_weights, segment
+
+        segment_fn = segment
+        if model is None:
+            model, _ = load_weights(weights, device)
+    for pair in pairs:
+        paths = {"pred": None, "gt": str(pair.gt)}
+        if pair.problem or pair.pred is None or pair.gt is None:
+            yield _failed(pair.case, pair.problem or "no image", **paths)
+            continue
+        try:
+            gt, gt_affine = load_labels(pair.gt, gt_map)
+            base = None
+            if base_from_gt and gt.any():
+                spacing = metrics.voxel_spacing(gt_affine)
+                axis = metrics.slice_axis(spacing, gt.shape)
+                base = metrics.labelled_range(gt > 0, axis).base
+            t0 = time.perf_counter()
+            seg = segment_fn(pair.pred, model=model, device=device, propagation=propagation,
+                             base_slice=base)
+            seconds = time.perf_counter() - t0
+            pred = np.asarray(seg.labels)
+            check_same_grid(pair.pred, pred, seg.volume.affine, pair.gt, gt, gt_affine)
+            if save_dir is not None:
+                out = Path(save_dir) / pair.case / f"{LABELS_STEM}.nii.gz"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                bio.save_like(pred, seg.volume, out)
+                paths["pred"] = str(out)
+            result = score_case(pred, gt, gt_affine, case=pair.case, structures=structures,
+                                isotropic_mm=isotropic_mm)
+        except BvmeshError as exc:
+            yield _failed(pair.case, str(exc), **paths)
+            continue
+        result.pred, result.gt = paths["pred"], paths["gt"]
+        result.segment_seconds = seconds
+        yield result
+
+
 # --------------------------------------------------------------------------- summary
 
 def _stats(values: Sequence[float], n_cases: int) -> dict:
@@ -514,6 +600,9 @@ def summarise(ev: Evaluation) -> dict:
                                     [c.lv_mass_gt_g for c in scored]),
         }
     out["seconds_per_case"] = _stats([c.seconds for c in scored], len(scored))
+    if any(math.isfinite(c.segment_seconds) for c in scored):
+        out["segment_seconds_per_case"] = _stats([c.segment_seconds for c in scored],
+                                                 len(scored))
     out["problems"] = [{"case": c.case, "status": c.status, "message": "; ".join(c.messages)}
                        for c in ev.cases if c.status != OK]
     out["unpaired_predictions"] = [str(p.pred) for p in ev.unpaired]
@@ -549,12 +638,13 @@ def case_rows(ev: Evaluation) -> tuple[list[str], list[dict[str, str]]]:
     columns += [f"{s}_{m}" for s in ev.structures for m in METRICS]
     if "lv_myo" in ev.structures:
         columns += ["lv_mass_gt_g", "lv_mass_pred_g", "lv_mass_err_g"]
-    columns += ["seconds", "pred", "gt"]
+    columns += ["seconds", "segment_seconds", "pred", "gt"]
     rows = []
     for c in ev.cases:
         row = {k: NA for k in columns}
         row.update(case=c.case, status=c.status, message="; ".join(c.messages),
-                   pred=c.pred or "", gt=c.gt or "", seconds=f"{c.seconds:.3f}")
+                   pred=c.pred or "", gt=c.gt or "", seconds=f"{c.seconds:.3f}",
+                   segment_seconds=fmt(c.segment_seconds, 2))
         if c.slice_range is not None:
             r = c.slice_range
             row.update(slice_axis=str(r.axis), base_slice=str(r.base), apex_slice=str(r.apex),

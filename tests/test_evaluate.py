@@ -289,3 +289,41 @@ def test_label_map_translation_used_for_ground_truth(tmp_path):
         img = nib.Nifti1Image(np.full((10, 10, 4), 0.5, np.float32), affine_for())
         nib.save(img, str(tmp_path / "f.nii.gz"))
         ev.load_labels(tmp_path / "f.nii.gz", mapping)
+
+
+def test_segment_then_score_with_a_stand_in_segmenter(tmp_path):
+    from types import SimpleNamespace
+
+    from bvmesh import io as bio
+
+    aff = affine_for()
+    data = tmp_path / "data"
+    save(data / "a_gt.nii.gz", to_acdc(heart()), aff)
+    save(data / "a.nii.gz", np.full((48, 44, 12), 9), aff)
+    save(data / "b_gt.nii.gz", to_acdc(heart()), aff)  # no image beside it
+    pairs = ev.find_image_cases(data)
+    assert [(p.case, p.pred and p.pred.name) for p in pairs] == [("a", "a.nii.gz"), ("b", None)]
+    calls = []
+
+    def fake_segment(path, *, model, device, propagation, base_slice):
+        calls.append((path.name, model, propagation, base_slice))
+        return SimpleNamespace(labels=heart(), volume=bio.load(path))
+
+    results = list(ev.segment_and_score(pairs, labels="acdc", propagation=False,
+                                        base_from_gt=True, save_dir=tmp_path / "pred",
+                                        segment_fn=fake_segment, model="M"))
+    assert calls == [("a.nii.gz", "M", False, 2)]
+    a, b = results
+    assert a.status == ev.OK and a.scores["lv_myo"]["dice"] == 1.0 and "rv_myo" not in a.scores
+    assert a.segment_seconds >= 0 and b.status == ev.FAILED and "no image" in b.messages[0]
+    # The saved prediction is in the layout PRED accepts, so it scores the same again.
+    again = ev.evaluate(tmp_path / "pred", data, labels="acdc")
+    assert {c.case: c.status for c in again.cases} == {"a": ev.OK, "b": ev.MISSING}
+    assert again.cases[0].scores["lv_myo"]["dice"] == 1.0
+
+
+def test_cli_usage_errors(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, ["evaluate"]).exit_code == 2
+    assert runner.invoke(app, ["evaluate", str(tmp_path), str(tmp_path), "--cases",
+                               str(tmp_path)]).exit_code == 2

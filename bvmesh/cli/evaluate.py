@@ -35,12 +35,12 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    pred: Annotated[Path, typer.Argument(
+    pred: Annotated[Path | None, typer.Argument(
         help="Predicted label map file, or a folder of them (<case>.nii.gz or "
-             "<case>/labels.nii.gz).", show_default=False)],
-    gt: Annotated[Path, typer.Argument(
+             "<case>/labels.nii.gz).", show_default=False)] = None,
+    gt: Annotated[Path | None, typer.Argument(
         help="Ground-truth label map file, or a folder of them (<case>.nii.gz or "
-             "<case>_gt.nii.gz, searched recursively).", show_default=False)],
+             "<case>_gt.nii.gz, searched recursively).", show_default=False)] = None,
     labels: Annotated[str, typer.Option(
         "--labels", callback=_label_map, help=_LABEL_HELP.format("ground truth"))] = "bvmesh",
     pred_labels: Annotated[str, typer.Option(
@@ -56,6 +56,23 @@ def evaluate(
         help="Grid step (mm) of the isotropic Dice below the base; 0 skips it.")] = 1.25,
     plots: Annotated[bool, typer.Option("--plots/--no-plots",
                                         help="Draw the PNG plots.")] = True,
+    cases: Annotated[Path | None, typer.Option(
+        "--cases", help="Instead of PRED GT: a folder of images with <case>_gt label maps "
+                        "beside them (ACDC layout); segment each image, then score it. "
+                        "Predictions go to OUTPUT/predictions/<case>/labels.nii.gz.",
+        show_default=False)] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="With --cases: weights name, file or URL (default: the bundled "
+                          "model).", show_default=False)] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="With --cases: auto, cpu, cuda[:N] or mps.")] = "auto",
+    propagation: Annotated[bool, typer.Option(
+        "--propagation/--no-propagation",
+        help="With --cases: propagate from one slice (the method) or segment every slice "
+             "alone (the paper's ablation).")] = True,
+    base_from_gt: Annotated[bool, typer.Option(
+        "--base-from-gt", help="With --cases: give the ground truth's base slice to the "
+                               "segmentation, as the paper's manual base.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose",
                                           help="Log details to stderr.")] = False,
 ) -> None:
@@ -67,32 +84,46 @@ def evaluate(
     from ..errors import InputError
     from ..labels import parse_label_map
 
+    if cases is not None and (pred is not None or gt is not None):
+        raise typer.BadParameter("give either PRED GT or --cases DATA_DIR, not both")
+    if cases is None and (pred is None or gt is None):
+        raise typer.BadParameter("give PRED and GT (files or folders), or --cases DATA_DIR")
     setup_logging(verbose)
+    iso = isotropic_mm or None
     with exit_on_error():
+        if cases is not None:
+            pred_labels = "bvmesh"
         structures = ev_mod.scored_structures(parse_label_map(labels),
                                               parse_label_map(pred_labels))
         if not structures:
             raise InputError(f"label maps {labels!r} (ground truth) and {pred_labels!r} "
-                                    "(prediction) share no structure to score")
-        pairs = ev_mod.find_pairs(pred, gt)
-        todo = [p for p in pairs if p.gt is not None]
-        unpaired = [p for p in pairs if p.gt is None]
+                             "(prediction) share no structure to score")
+        if cases is not None:
+            todo = ev_mod.find_image_cases(cases)
+            unpaired = []
+            stream = ev_mod.segment_and_score(
+                todo, weights=weights, labels=labels, device=device, propagation=propagation,
+                base_from_gt=base_from_gt, isotropic_mm=iso,
+                save_dir=output / "predictions")
+        else:
+            pairs = ev_mod.find_pairs(pred, gt)
+            todo = [p for p in pairs if p.gt is not None]
+            unpaired = [p for p in pairs if p.gt is None]
+            stream = ev_mod.iter_file_cases(todo, labels=labels, pred_labels=pred_labels,
+                                            structures=structures, isotropic_mm=iso)
         for p in unpaired:
             err.print(f"[yellow]warning:[/] {p.case}: prediction {p.pred} has no ground truth; "
                       "not scored", highlight=False, soft_wrap=True)
-        cases = []
-        with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.description}"), console=err,
-                      transient=True) as progress:
+        results = []
+        with Progress(TextColumn("segmenting and scoring" if cases else "scoring"),
+                      BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                      console=err, transient=True) as progress:
             task = progress.add_task("", total=len(todo))
-            for result in ev_mod.iter_file_cases(todo, labels=labels, pred_labels=pred_labels,
-                                                 structures=structures,
-                                                 isotropic_mm=isotropic_mm or None):
-                cases.append(result)
+            for result in stream:
+                results.append(result)
                 _report_case(result, ev_mod)
                 progress.update(task, advance=1, description=result.case)
-        evaluation = ev_mod.Evaluation(cases, structures, labels, pred_labels, unpaired,
-                                       isotropic_mm or None)
+        evaluation = ev_mod.Evaluation(results, structures, labels, pred_labels, unpaired, iso)
         written = ev_mod.write_results(evaluation, output, plots=plots)
     summary = evaluation.summary()
     if as_json:
@@ -140,6 +171,9 @@ def _print_tables(evaluation, summary: dict, ev_mod) -> None:
                              ev_mod.fmt(ev_mod.metric_value(c, last, "hd95_mm"), 2))
         out.print(per_case)
     counts = summary["counts"]
+    if not counts["scored"]:
+        out.print(f"no case scored ({counts['cases']} found)", highlight=False)
+        return
     # Metrics as rows, structures as columns: fits an 80-column terminal.
     how = "mean ± std" if counts["scored"] > 1 else "one case"
     table = Table(title=f"{counts['scored']} of {counts['cases']} cases scored, {how}",
