@@ -181,3 +181,27 @@ def upsample_labels(labels: np.ndarray, affine: np.ndarray, *, axis: int | None 
     note = (f"thick slices ({spacing[axis]:.3g} mm along voxel axis {axis}) upsampled x{factor} "
             f"to {spacing[axis] / factor:.3g} mm by shape-based (signed distance) interpolation")
     return np.ascontiguousarray(out), affine @ m, note
+
+
+def base_plane_from_slice(labels: np.ndarray, affine: np.ndarray, slice_index: int,
+                          axis: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The base plane at the outer face of slice ``slice_index`` (0-based, as stored).
+
+    "Outer" is the side away from the bulk of the heart, so the normal points from the
+    apex toward the base.
+    """
+    axis = find_slice_axis(labels, affine) if axis is None else axis
+    n = labels.shape[axis]
+    if not 0 <= slice_index < n:
+        raise GeometryError(f"base slice {slice_index} is outside 0..{n - 1} along voxel "
+                            f"axis {axis}")
+    other = tuple(a for a in range(3) if a != axis)
+    area = (labels > 0).sum(axis=other)
+    if not area.any():
+        raise GeometryError("the label map is empty; nothing to mesh")
+    centre = float((np.arange(n) * area).sum() / area.sum())
+    step = 0.5 if slice_index >= centre else -0.5
+    in_slice = np.array(labels.shape, float)[list(other)] / 2
+    point = affine[:3, :3] @ np.insert(in_slice, axis, slice_index + step) + affine[:3, 3]
+    normal = plane_normal_of_axis(affine, axis) * (1 if step > 0 else -1)
+    return point, normal, f"base plane: outer face of slice {slice_index} along voxel axis {axis}"
