@@ -1,0 +1,138 @@
+"""`bvmesh segment`: one case, a folder, a glob, or many, into out/<case>/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .console import err, exit_on_error, out, setup_logging
+
+EXIT_CODES = "Exit codes: 0 all cases done; 1 a case failed or bad input; 2 bad usage; " \
+             "3 segmented, but a mesh failed its quality gate."
+
+
+def _roi(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        i, j = (float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter("--roi takes 'I,J': the heart centre in voxel indices along the "
+                                 "two in-plane axes") from None
+    return i, j
+
+
+def segment_command(
+    inputs: list[str] = typer.Argument(None, help="Image files (.nii/.nii.gz/.mha/.nrrd), DICOM "
+                                       "series folders, folders of images, or glob patterns."),
+    output: Path = typer.Option(Path("out"), "-o", "--output", help="Output folder; each case "
+                                "goes to OUTPUT/<case>/."),
+    base_slice: int = typer.Option(None, "--base-slice", help="0-based index of the base slice "
+                                   "along the slice axis, as stored. Default: detected."),
+    base_slices: Path = typer.Option(None, "--base-slices", help="CSV 'case,base_slice' for cohorts."),
+    slice_axis: int = typer.Option(None, "--slice-axis", help="Voxel axis through the slices "
+                                   "(0, 1, 2). Default: the one with the largest spacing."),
+    frame: int = typer.Option(None, "--frame", help="Frame of a 4D (cine) input. Default: 0."),
+    roi: str = typer.Option(None, "--roi", help="Heart centre 'I,J' in voxels along the in-plane "
+                            "axes. Default: found by the locator network."),
+    weights: str = typer.Option(None, "--weights", help="Registry name, file path or URL. "
+                                "Default: the bundled model."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Weights cache (default: "
+                                   "$BVMESH_CACHE_DIR or the user cache)."),
+    offline: bool = typer.Option(False, "--offline", help="Never use the network."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda[:N] or mps."),
+    propagation: bool = typer.Option(True, "--propagation/--no-propagation", help="Propagate "
+                                     "from the middle slice (the paper), or segment every slice "
+                                     "alone (the paper's ablation)."),
+    rv_wall_mm: float = typer.Option(3.0, "--rv-wall-mm", help="Thickness of the geometric RV "
+                                     "free wall when the model has no RV-myocardium class."),
+    save_probabilities: bool = typer.Option(False, "--save-probabilities",
+                                            help="Also write probabilities.nii.gz."),
+    mesh: bool = typer.Option(True, "--mesh/--no-mesh", help="Write mesh.vtp and mesh.stl."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose "
+                                       "report.json exists (resume a cohort)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    example: bool = typer.Option(False, "--example", help="Segment the shipped example scan."),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Segment the LV and RV myocardium; write labels, mesh, qc.png and report.json per case."""
+    setup_logging(verbose)
+    with exit_on_error():
+        code = run_segment(inputs or [], output, base_slice=base_slice, base_slices=base_slices,
+                           slice_axis=slice_axis, frame=frame, roi=_roi(roi), weights=weights,
+                           cache_dir=cache_dir, offline=offline or None, device=device,
+                           propagation=propagation, rv_wall_mm=rv_wall_mm,
+                           save_probabilities=save_probabilities, mesh=mesh,
+                           skip_existing=skip_existing, as_json=as_json, example=example)
+    raise typer.Exit(code)
+
+
+def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, slice_axis, frame, roi,
+                weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
+                mesh, skip_existing, as_json, example) -> int:
+    """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import cohort
+    from ..errors import InputError
+    from ..pipeline import load_weights, segment
+
+    if example:
+        from ..examples import EXAMPLE
+
+        inputs = [*inputs, str(EXAMPLE)]
+    if not inputs:
+        raise InputError("no input given: pass image files, folders or globs (or --example)")
+    paths = cohort.discover(inputs)
+    per_case = cohort.read_base_slices(base_slices) if base_slices else None
+    model, _ = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
+
+    def one(path, base_slice):
+        return segment(path, base_slice=base_slice, slice_axis=slice_axis, frame=frame, roi=roi,
+                       model=model, propagation=propagation, rv_wall_mm=rv_wall_mm,
+                       probabilities=save_probabilities)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("segmenting", total=len(paths))
+
+        def on_case(o: cohort.CaseOutcome) -> None:
+            bar.advance(task)
+            if o.status == "failed":
+                err.print(f"[red]failed[/] {o.case}: {o.message}", highlight=False, soft_wrap=True)
+
+        outcomes = cohort.run(paths, output, one, base_slices=per_case, base_slice=base_slice,
+                              skip_existing=skip_existing, probabilities=save_probabilities,
+                              mesh=mesh, on_case=on_case)
+    _print_summary(outcomes, output, as_json)
+    if len(outcomes) == 1 and outcomes[0].status == "failed":
+        raise InputError(outcomes[0].message)
+    return cohort.exit_code(outcomes)
+
+
+def _print_summary(outcomes, output: Path, as_json: bool) -> None:
+    import json
+
+    from rich.table import Table
+
+    rows = [o.row() for o in outcomes]
+    if as_json:
+        out.print_json(json.dumps({"output": str(output), "cases": rows,
+                                   "failed": sum(o.status == "failed" for o in outcomes)}))
+        return
+    table = Table(title=f"bvmesh segment -> {output}/ (summary.csv)")
+    for name in ("case", "status", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
+                 "lv_mass_g", "mesh_passed", "seconds"):
+        table.add_column(name, justify="left" if name in ("case", "status") else "right")
+    for r in rows:
+        style = {"failed": "red", "mesh-failed": "yellow", "skipped": "dim"}.get(r["status"])
+        table.add_row(*(str(r[k]) for k in ("case", "status", "base_slice", "lv_pool_ml",
+                                            "lv_myo_ml", "rv_pool_ml", "lv_mass_g", "mesh_passed",
+                                            "seconds")), style=style)
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("segment", epilog=EXIT_CODES)(segment_command)

@@ -1,0 +1,146 @@
+"""Many cases in one call: input discovery, per-case base slices, one model load, a
+failed case reported and the run going on, and a summary (rows + summary.csv).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import io
+from .errors import BvmeshError, InputError
+from .outputs import REPORT, prepare_dir, write_case
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FIELDS = ("case", "status", "input", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
+                  "rv_myo_ml", "lv_mass_g", "mesh_passed", "seconds", "message")
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    case: str
+    input: str
+    status: str  # ok | failed | skipped | mesh-failed
+    message: str = ""
+    report: dict | None = None
+    seconds: float = 0.0
+
+    def row(self) -> dict:
+        r = self.report or {}
+        m = r.get("measurements", {})
+        mesh = r.get("mesh", {}).get("quality", {})
+        return {"case": self.case, "status": self.status, "input": self.input,
+                "base_slice": r.get("slices", {}).get("base_slice", ""),
+                **{k: m.get(k, "") for k in SUMMARY_FIELDS[4:9]},
+                "mesh_passed": mesh.get("passed", ""), "seconds": round(self.seconds, 2),
+                "message": self.message}
+
+
+def discover(inputs: Iterable[str]) -> list[Path]:
+    """Files, folders of images, DICOM series folders and glob patterns -> image paths.
+
+    A folder that holds NIfTI/MHA/NRRD files is a cohort (label files ending in ``_gt``
+    are skipped); any other folder is read as one DICOM series.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches:
+            raise InputError(f"{item}: the pattern matches no file")
+        for m in map(Path, matches):
+            if m.is_dir():
+                images = sorted(p for p in m.iterdir() if p.is_file() and io.is_image_path(p)
+                                and not p.name.lower().endswith(".dcm")
+                                and not io.case_name(p).endswith("_gt"))
+                found.extend(images if images else [m])
+            else:
+                found.append(m)
+    unique = list(dict.fromkeys(found))
+    names = [io.case_name(p) for p in unique]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"several inputs share the case name(s) {dupes}; their outputs would "
+                         "collide in one folder: run them into separate -o folders")
+    return unique
+
+
+def read_base_slices(path: str | os.PathLike) -> dict[str, int]:
+    """A CSV with columns ``case,base_slice`` (a header row is optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such base-slice CSV")
+    out: dict[str, int] = {}
+    with path.open(newline="") as fh:
+        for i, row in enumerate(csv.reader(fh)):
+            if not row or row[0].strip().startswith("#") or (i == 0 and row[0].strip() == "case"):
+                continue
+            try:
+                out[row[0].strip()] = int(row[1])
+            except (IndexError, ValueError):
+                raise InputError(f"{path}:{i + 1}: expected 'case,base_slice', got {row}") from None
+    return out
+
+
+def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[..., object], *,
+        base_slices: dict[str, int] | None = None, base_slice: int | None = None,
+        skip_existing: bool = False, probabilities: bool = False, mesh: bool = True,
+        on_case: Callable[[CaseOutcome], None] | None = None) -> list[CaseOutcome]:
+    """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult."""
+    out = prepare_dir(out_dir)
+    outcomes: list[CaseOutcome] = []
+    for path in paths:
+        case = io.case_name(path)
+        t0 = time.perf_counter()
+        if skip_existing and (out / case / REPORT).is_file():
+            outcome = CaseOutcome(case, str(path), "skipped", "output exists (--skip-existing)")
+        else:
+            base = (base_slices or {}).get(case, base_slice)
+            try:
+                result = segment_one(path, base_slice=base)
+                write_case(result, out, case, probabilities=probabilities, mesh=mesh)
+                report = _read_report(out / case)
+                passed = report.get("mesh", {}).get("quality", {}).get("passed", True)
+                outcome = CaseOutcome(case, str(path), "ok" if passed else "mesh-failed",
+                                      "" if passed else "mesh failed the quality gate (see report)",
+                                      report, time.perf_counter() - t0)
+            except BvmeshError as exc:
+                outcome = CaseOutcome(case, str(path), "failed", str(exc), None,
+                                      time.perf_counter() - t0)
+        outcomes.append(outcome)
+        if on_case:
+            on_case(outcome)
+    write_summary(outcomes, out / "summary.csv")
+    return outcomes
+
+
+def _read_report(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / REPORT).read_text())
+
+
+def write_summary(outcomes: list[CaseOutcome], path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
+            writer.writeheader()
+            for o in outcomes:
+                writer.writerow(o.row())
+
+    return io.atomic_write(path, write)
+
+
+def exit_code(outcomes: list[CaseOutcome]) -> int:
+    """0: every case fine; 1: a case failed; 3: all segmented but a mesh failed its gate."""
+    if any(o.status == "failed" for o in outcomes):
+        return 1
+    if any(o.status == "mesh-failed" for o in outcomes):
+        return 3
+    return 0

@@ -1,0 +1,107 @@
+"""Slice axis, base/apex order and the isotropic stack grid, from the affine alone.
+
+Terms: the *slice axis* is the voxel axis through the short-axis planes; a *slice
+index* is 0-based along it in the file as stored. The *stack* is the resampled ROI:
+an array indexed (s, r, c) with s = 0 at the base slice and increasing toward the apex,
+isotropic voxels (1.25 mm by default), and an exact 4x4 map back to input voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import GeometryError
+
+
+def find_slice_axis(spacing: np.ndarray, shape: tuple[int, ...]) -> tuple[int, str]:
+    """The voxel axis with the largest spacing (ties: the one with fewest voxels), and why."""
+    spacing = np.asarray(spacing, float)
+    order = sorted(range(3), key=lambda a: (-round(spacing[a], 3), shape[a]))
+    axis = order[0]
+    if np.isclose(spacing[order[0]], spacing[order[1]], rtol=1e-3):
+        return axis, (f"axis {axis}: spacings are equal, so the axis with fewest voxels "
+                      f"({shape[axis]}); pass --slice-axis if this is wrong")
+    return axis, f"axis {axis}: largest spacing ({spacing[axis]:.3g} mm)"
+
+
+@dataclass(frozen=True)
+class StackGrid:
+    """The isotropic ROI grid. ``to_input`` maps stack (s, r, c, 1) to input (i, j, k, 1)."""
+
+    shape: tuple[int, int, int]
+    to_input: np.ndarray
+    affine: np.ndarray  # stack index -> world mm
+    spacing_mm: float
+
+    @property
+    def to_stack(self) -> np.ndarray:
+        return np.linalg.inv(self.to_input)
+
+
+def stack_grid(affine: np.ndarray, shape: tuple[int, int, int], *, slice_axis: int,
+               base_slice: float, apex_sign: int, center: tuple[float, float], size: int = 128,
+               spacing_mm: float = 1.25, extra_above: int = 0) -> StackGrid:
+    """The grid of an isotropic ``size`` x ``size`` ROI, from the base to the apex end.
+
+    ``center`` is the ROI centre in input voxel units along the two in-plane axes (in
+    axis order). Stack slice 0 lies on ``base_slice``; stack slices go in steps of
+    ``spacing_mm`` in the direction ``apex_sign`` (+1: increasing slice index) up to the
+    last input slice. ``extra_above`` adds slices above the base (for training).
+    The in-plane axes keep the input's own directions, so the map is a scaling and a
+    permutation of voxel axes: exact, and trivially inverted.
+    """
+    if apex_sign not in (-1, 1):
+        raise GeometryError(f"apex direction must be +1 or -1, not {apex_sign}")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    rows, cols = [a for a in range(3) if a != slice_axis]
+    last = shape[slice_axis] - 1 if apex_sign > 0 else 0
+    n_below = int(np.floor(abs(last - base_slice) * spacing[slice_axis] / spacing_mm + 1e-6)) + 1
+    n_slices = n_below + extra_above
+    m = np.zeros((4, 4))
+    m[slice_axis, 0] = apex_sign * spacing_mm / spacing[slice_axis]
+    m[slice_axis, 3] = base_slice - extra_above * m[slice_axis, 0]
+    half = (size - 1) / 2
+    for stack_axis, (axis, c) in enumerate(zip((rows, cols), center), start=1):
+        m[axis, stack_axis] = spacing_mm / spacing[axis]
+        m[axis, 3] = c - half * m[axis, stack_axis]
+    m[3, 3] = 1
+    return StackGrid((n_slices, size, size), m, affine @ m, spacing_mm)
+
+
+def heart_extent(areas: np.ndarray, min_fraction: float = 0.05) -> tuple[int, int]:
+    """First and last slice whose heart area exceeds ``min_fraction`` of the largest."""
+    present = np.flatnonzero(areas > min_fraction * areas.max()) if areas.max() > 0 else []
+    if len(present) == 0:
+        raise GeometryError("no heart found in any slice; pass --roi and --base-slice")
+    return int(present[0]), int(present[-1])
+
+
+def base_from_areas(areas: np.ndarray) -> tuple[int, int, str]:
+    """Base slice and apex direction from per-slice heart areas (mm^2), and why.
+
+    The heart is widest near the base and tapers to the apex, so of the two ends of
+    the heart's slice range, the base is the one next to the larger cross-sections.
+    """
+    first, last = heart_extent(areas)
+    n = max(1, (last - first + 1) // 3)
+    top, bottom = areas[first:first + n].mean(), areas[last - n + 1:last + 1].mean()
+    if top >= bottom:
+        base, sign = first, 1
+    else:
+        base, sign = last, -1
+    why = (f"heart found on slices {first}..{last}; slice {base} taken as the base because the "
+           f"heart is wider at that end ({max(top, bottom):.0f} vs {min(top, bottom):.0f} mm^2 "
+           "mean area over a third of the range)")
+    return base, sign, why
+
+
+def apex_sign_from_areas(areas: np.ndarray, base_slice: int) -> int:
+    """With the base given: the apex lies on the side of the base where the heart is."""
+    below = areas[base_slice + 1:].sum()
+    above = areas[:base_slice].sum()
+    if below == above:
+        n = len(areas)
+        return 1 if base_slice < n / 2 else -1
+    return 1 if below > above else -1

@@ -1,0 +1,199 @@
+"""`segment()`: one volume from file to labels, and the per-case output folder.
+
+    file -> io.load -> geometry (slice axis, base) -> locate heart -> preprocess (stack)
+         -> propagate -> postprocess -> labels on the input grid (+ isotropic labels for meshing)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__, geometry, io, postprocess, preprocess
+from .errors import GeometryError
+from .geometry import StackGrid
+from .labels import CLASS_NAMES, LV_MYO, MYOCARDIUM
+
+log = logging.getLogger(__name__)
+
+#: Myocardial tissue density used for the LV mass (g/ml), the usual CMR value.
+MYOCARDIAL_DENSITY = 1.05
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """Labels on the input grid, isotropic labels on the stack grid, and the run's report."""
+
+    volume: io.Volume
+    labels: np.ndarray  # uint8, input grid, bvmesh labels 0-4
+    stack_labels: np.ndarray  # uint8, isotropic stack grid (s = 0 at the base)
+    grid: StackGrid
+    report: dict
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # (5, ...) input grid
+
+    @property
+    def myocardium(self) -> np.ndarray:
+        return np.isin(self.labels, MYOCARDIUM).astype(np.uint8)
+
+
+def _timer():
+    times: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        times[name] = round(now - last[0], 4)
+        last[0] = now
+
+    return times, lap
+
+
+def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = None,
+            slice_axis: int | None = None, frame: int | None = None,
+            roi: tuple[float, float] | None = None, weights: str | os.PathLike | None = None,
+            model=None, device: str = "auto", propagation: bool = True, rv_wall_mm: float = 3.0,
+            probabilities: bool = False, cache_dir: str | os.PathLike | None = None,
+            offline: bool | None = None) -> SegmentResult:
+    """Segment the LV and RV of one short-axis volume.
+
+    ``base_slice`` is the 0-based index of the base along the slice axis of the file as
+    stored (detected when None); ``roi`` is the heart centre in voxel indices along the
+    two in-plane axes (found by the locator network when None). ``model`` (from
+    :func:`bvmesh.load_model`) avoids reloading weights in cohorts; otherwise
+    ``weights`` (registry name, path or URL; None = bundled default) is loaded on ``device``.
+    """
+    times, lap = _timer()
+    volume = source if isinstance(source, io.Volume) else io.load(source, frame=frame)
+    lap("read")
+    if model is None:
+        model, weights_info = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
+    else:
+        weights_info = getattr(model, "source", {})
+    lap("load_model")
+    report: dict = {"bvmesh_version": __version__, "input": volume.source,
+                    "shape": list(volume.shape), "frame": volume.frame,
+                    "geometry": {"notes": list(volume.notes),
+                                 "affine": np.round(volume.affine, 6).tolist(),
+                                 "spacing_mm": np.round(volume.spacing, 6).tolist()},
+                    "weights": weights_info, "device": str(next(model.init.parameters()).device),
+                    "propagation": propagation, "warnings": []}
+    axis, geo = _slice_geometry(volume, model, slice_axis, base_slice, roi, report)
+    lap("locate")
+    grid = geometry.stack_grid(volume.affine, volume.shape, slice_axis=axis,
+                               base_slice=geo["base_slice"], apex_sign=geo["apex_sign"],
+                               center=geo["roi_center"], size=model.config["size"],
+                               spacing_mm=model.config["spacing_mm"])
+    stack = preprocess.make_stack(volume.data, grid)
+    lap("preprocess")
+    from .propagate import segment_stack
+
+    probs = segment_stack(model, stack.image, geo["init_stack"], propagation=propagation)
+    lap("network")
+    stack_labels = postprocess.clean(postprocess.threshold(probs, model.classes))
+    if "rv_myo" not in model.classes and rv_wall_mm > 0:
+        stack_labels = postprocess.add_rv_wall(stack_labels, grid.spacing_mm, rv_wall_mm)
+        report["warnings"].append(
+            f"the RV free wall is geometric: a {rv_wall_mm:g} mm shell around the RV blood pool "
+            "(the model has no RV-myocardium class)")
+    channels = postprocess.one_hot(stack_labels)
+    on_input = preprocess.to_input_grid(channels[1:], grid, volume.shape)
+    background = 1.0 - on_input.sum(0)
+    labels = np.where(on_input.max(0) > background, 1 + on_input.argmax(0), 0).astype(np.uint8)
+    prob_out = None
+    if probabilities:
+        full = np.zeros((len(CLASS_NAMES) + 1, *probs.shape[1:]), np.float32)
+        full[0] = probs[0]
+        for i, name in enumerate(model.classes):
+            full[1 + CLASS_NAMES.index(name)] = probs[1 + i]
+        prob_out = preprocess.to_input_grid(full, grid, volume.shape)
+        prob_out[0] += 1.0 - prob_out.sum(0)
+    lap("postprocess")
+    report["slices"] = geo["report"]
+    report["measurements"] = measurements(labels, volume.affine)
+    report["timings_s"] = times
+    if not np.isin(labels, MYOCARDIUM).any():
+        report["warnings"].append("no myocardium was found; check the ROI and base slice in qc.png")
+    return SegmentResult(volume, labels, stack_labels, grid, report, prob_out)
+
+
+def load_weights(spec, device: str = "auto", *, cache_dir=None, offline=None):
+    """Resolve ``spec`` (name, path, URL, None) and load it on ``device``: (model, info)."""
+    from .model import load_model
+    from .networks import select_device
+    from .weights import resolve
+
+    resolved = resolve(spec, cache_dir=cache_dir, offline=offline, progress=True)
+    model = load_model(resolved.path, select_device(device))
+    info = {"name": resolved.name, "path": str(resolved.path), "sha256": resolved.sha256,
+            "source": resolved.source, "classes": list(model.classes)}
+    model.source = info
+    return model, info
+
+
+def _slice_geometry(volume: io.Volume, model, slice_axis, base_slice, roi, report) -> tuple[int, dict]:
+    """Slice axis, heart ROI, base, apex direction and initialisation slice, with reasons."""
+    from .propagate import locate
+
+    if slice_axis is None:
+        axis, axis_why = geometry.find_slice_axis(volume.spacing, volume.shape)
+    else:
+        if slice_axis not in (0, 1, 2):
+            raise GeometryError(f"{volume.source}: --slice-axis must be 0, 1 or 2, not {slice_axis}")
+        axis, axis_why = slice_axis, f"axis {slice_axis}: given by --slice-axis"
+    n = volume.shape[axis]
+    if base_slice is not None and not 0 <= base_slice < n:
+        raise GeometryError(f"{volume.source}: --base-slice {base_slice} is outside the "
+                            f"{n} slices (0..{n - 1}) along axis {axis}")
+    lgrid = preprocess.locator_grid(volume.affine, volume.shape, axis)
+    heart = preprocess.heart_from_mask(locate(model, preprocess.locator_input(volume.data, lgrid))
+                                       > 0.5, lgrid)
+    areas = heart.areas_mm2
+    if roi is not None:
+        centre, roi_why = tuple(float(c) for c in roi), "given by --roi"
+    elif np.isfinite(heart.center[0]):
+        centre, roi_why = heart.center, "heart located automatically (locator network)"
+    else:
+        raise GeometryError(f"{volume.source}: no heart found by the locator; pass --roi I,J "
+                            "(heart centre in voxels) and --base-slice")
+    if base_slice is None:
+        if not areas.any():
+            raise GeometryError(f"{volume.source}: cannot detect the base without a located heart; "
+                                "pass --base-slice")
+        base, sign, base_why = geometry.base_from_areas(areas)
+    else:
+        base, base_why = base_slice, "given by --base-slice"
+        sign = geometry.apex_sign_from_areas(areas, base) if areas.any() else (1 if base < n / 2 else -1)
+    spacing = volume.spacing[axis]
+    if areas.any():
+        first, last = geometry.heart_extent(areas)
+        apex = last if sign > 0 else first
+        if (apex - base) * sign <= 0:
+            apex = n - 1 if sign > 0 else 0
+    else:
+        apex = n - 1 if sign > 0 else 0
+    step = spacing / 1.25
+    init_stack = int(round(abs(apex - base) * step / 2))
+    init_slice = base + sign * init_stack / step
+    report_geo = {"slice_axis": axis, "slice_axis_reason": axis_why, "n_slices": n,
+                  "base_slice": int(base), "base_reason": base_why,
+                  "apex_direction": "increasing index" if sign > 0 else "decreasing index",
+                  "apex_slice_estimate": int(apex), "init_slice": round(float(init_slice), 2),
+                  "init_reason": "middle of the heart between base and apex (as the paper)",
+                  "roi_center_voxels": [round(c, 2) for c in centre], "roi_reason": roi_why,
+                  "heart_area_mm2_per_slice": [round(float(a)) for a in areas]}
+    return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
+                  "init_stack": init_stack, "report": report_geo}
+
+
+def measurements(labels: np.ndarray, affine: np.ndarray) -> dict:
+    """Volumes (ml) of each structure and the LV mass (g) on the input grid."""
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    counts = np.bincount(labels.ravel(), minlength=len(CLASS_NAMES) + 1)
+    out = {f"{name}_ml": round(float(counts[i + 1] * voxel_ml), 2) for i, name in enumerate(CLASS_NAMES)}
+    out["lv_mass_g"] = round(float(counts[LV_MYO] * voxel_ml * MYOCARDIAL_DENSITY), 2)
+    out["myocardium_ml"] = round(float(sum(counts[v] for v in MYOCARDIUM) * voxel_ml), 2)
+    return out

@@ -1,0 +1,72 @@
+"""From probabilities to labels: threshold, clean-up, the geometric RV free wall, and the
+map back onto the input grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import LABEL_OF, LV_MYO, LV_POOL, RV_MYO, RV_POOL
+
+
+def threshold(probs: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    """Labels (bvmesh values) from class probabilities (K+1, ...).
+
+    A voxel is heart when its background probability is below 0.5 (the paper's 0.5
+    threshold, which for a myocardium-only model is exactly the paper's rule), and then
+    takes its most probable class.
+    """
+    values = np.array([0] + [LABEL_OF[c] for c in classes], np.uint8)
+    labels = values[1 + np.argmax(probs[1:], axis=0)]
+    labels[probs[0] >= 0.5] = 0
+    return labels
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    labelled, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum(mask, labelled, range(1, n + 1))
+    return labelled == (1 + int(np.argmax(sizes)))
+
+
+def clean(labels: np.ndarray) -> np.ndarray:
+    """Largest connected component per structure (3D), and holes filled slice by slice.
+
+    Removed islands become background; a hole inside the LV (pool + myocardium) becomes
+    LV blood pool, inside the RV pool it becomes RV pool.
+    """
+    out = labels.copy()
+    for value in (LV_POOL, LV_MYO, RV_POOL, RV_MYO):
+        mask = out == value
+        if mask.any():
+            out[mask & ~largest_component(mask)] = 0
+    for pool, wall in ((LV_POOL, (LV_POOL, LV_MYO)), (RV_POOL, (RV_POOL,))):
+        region = np.isin(out, wall)
+        for s in range(out.shape[0]):
+            filled = ndimage.binary_fill_holes(region[s])
+            hole = filled & ~region[s] & (out[s] == 0)
+            out[s][hole] = pool
+    return out
+
+
+def add_rv_wall(labels: np.ndarray, spacing_mm: float, thickness_mm: float) -> np.ndarray:
+    """The RV free wall as a shell of ``thickness_mm`` around the RV blood pool, outside the LV.
+
+    Used when a model has no RV-myocardium class (ACDC does not label it): the wall is
+    geometric, not seen in the image, and reports say so. Works in 3D on the isotropic
+    stack, so the wall also closes the RV towards the apex.
+    """
+    rv = labels == RV_POOL
+    if not rv.any() or thickness_mm <= 0:
+        return labels
+    dist = ndimage.distance_transform_edt(~rv, sampling=spacing_mm)
+    shell = (dist > 0) & (dist <= thickness_mm) & (labels == 0)
+    out = labels.copy()
+    out[shell] = RV_MYO
+    return out
+
+
+def one_hot(labels: np.ndarray, n_labels: int = 5) -> np.ndarray:
+    return np.stack([(labels == v).astype(np.float32) for v in range(n_labels)])

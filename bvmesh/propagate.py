@@ -1,0 +1,73 @@
+"""The inference engine: the initialisation network on one slice, then the propagation
+network 4 slices a step towards the base and towards the apex (both directions in one
+batch), as in the paper. Everything here works on the isotropic stack, s = 0 at the base.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import Model
+
+
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)
+
+
+@torch.inference_mode()
+def init_slices(model: Model, image: np.ndarray, indices: list[int], *, batch: int = 16) -> np.ndarray:
+    """Class probabilities (len(indices), K+1, H, W) from the initialisation network alone."""
+    device = next(model.init.parameters()).device
+    out = []
+    for i in range(0, len(indices), batch):
+        x = _tensor(image[indices[i:i + batch], None], device)
+        out.append(torch.softmax(model.init(x)[-1], 1).cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
+def propagate(model: Model, image: np.ndarray, init_index: int) -> np.ndarray:
+    """Probabilities (K+1, S, H, W) for the whole stack, propagated from ``init_index``.
+
+    Each step feeds slice z, its predicted probabilities and slices z+-1..z+-4 and takes
+    the 4 predicted masks. Near the ends of the stack the missing slices repeat the
+    last one; their predictions are discarded.
+    """
+    depth = image.shape[0]
+    device = next(model.prop.parameters()).device
+    k = len(model.classes) + 1
+    probs = np.zeros((k, *image.shape), np.float32)
+    probs[:, init_index] = init_slices(model, image, [init_index])[0]
+    fronts = {-1: init_index, 1: init_index}  # direction -> last predicted slice
+    while True:
+        active = [d for d, z in fronts.items() if 0 <= z + d < depth]
+        if not active:
+            return probs
+        slices = np.stack([image[np.clip(fronts[d] + d * np.arange(5), 0, depth - 1)] for d in active])
+        masks = np.stack([probs[:, fronts[d]] for d in active])
+        out = torch.softmax(model.prop(_tensor(slices, device), _tensor(masks, device))[-1], 2)
+        out = out.cpu().numpy()
+        for row, d in enumerate(active):
+            for step in range(4):
+                z = fronts[d] + d * (step + 1)
+                if 0 <= z < depth:
+                    probs[:, z] = out[row, step]
+            fronts[d] = int(np.clip(fronts[d] + 4 * d, -1, depth))
+
+
+def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
+                  propagation: bool = True) -> np.ndarray:
+    """Probabilities for every stack slice; ``propagation=False`` is the paper's ablation
+    (the initialisation network on every slice independently)."""
+    if propagation:
+        return propagate(model, image, init_index)
+    return init_slices(model, image, list(range(image.shape[0]))).transpose(1, 0, 2, 3)
+
+
+@torch.inference_mode()
+def locate(model: Model, slices: np.ndarray) -> np.ndarray:
+    """Heart probability on the coarse whole-slice grid, (n, 128, 128)."""
+    device = next(model.locator.parameters()).device
+    logits = model.locator(_tensor(slices[:, None], device))
+    return torch.softmax(logits, 1)[:, 1].cpu().numpy()

@@ -1,0 +1,59 @@
+"""Quality-control pictures: the input slices from base to apex with the label contours."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_write
+
+COLOURS = {1: "#ff4040", 2: "#40ff40", 3: "#40a0ff", 4: "#ffd040"}
+NAMES = {1: "LV pool", 2: "LV myo", 3: "RV pool", 4: "RV myo"}
+
+
+def _slice(a: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.take(a, index, axis=axis)
+
+
+def montage(image: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, slice_axis: int,
+            order: list[int], title: str = "", marks: dict[int, str] | None = None,
+            spacing: np.ndarray | None = None) -> Path:
+    """Write a PNG of ``image`` slices in ``order`` (base first) with label contours.
+
+    Slices are shown as stored (rows = first in-plane voxel axis), with the pixel
+    aspect ratio of the voxel spacing, so what you see is the data, not a reoriented copy.
+    ``marks`` labels chosen slices (e.g. ``{12: "base", 7: "init"}``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(order)
+    cols = min(6, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
+    lo, hi = np.percentile(image, [1, 99.5])
+    in_plane = [a for a in range(3) if a != slice_axis]
+    aspect = 1.0 if spacing is None else spacing[in_plane[0]] / spacing[in_plane[1]]
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, index in zip(axes.ravel(), order):
+        ax.imshow(_slice(image, slice_axis, index), cmap="gray", vmin=lo, vmax=hi, aspect=aspect,
+                  interpolation="nearest")
+        lab = _slice(labels, slice_axis, index)
+        for value, colour in COLOURS.items():
+            if (lab == value).any():
+                ax.contour(lab == value, levels=[0.5], colors=colour, linewidths=0.8)
+        note = f" {marks[index]}" if marks and index in marks else ""
+        ax.set_title(f"slice {index}{note}", fontsize=8)
+    handles = [plt.Line2D([], [], color=c, label=NAMES[v]) for v, c in COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    path = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
+    plt.close(fig)
+    return path
