@@ -78,13 +78,14 @@ def heart_extent(areas: np.ndarray, min_fraction: float = 0.05) -> tuple[int, in
     return int(present[0]), int(present[-1])
 
 
-def base_from_areas(areas: np.ndarray) -> tuple[int, int, str]:
+def base_from_areas(areas: np.ndarray, min_fraction: float = 0.05) -> tuple[int, int, str]:
     """Base slice and apex direction from per-slice heart areas (mm^2), and why.
 
     The heart is widest near the base and tapers to the apex, so of the two ends of
     the heart's slice range, the base is the one next to the larger cross-sections.
+    Slices below ``min_fraction`` of the largest area do not count as heart (0: any).
     """
-    first, last = heart_extent(areas)
+    first, last = heart_extent(areas, min_fraction)
     n = max(1, (last - first + 1) // 3)
     top, bottom = areas[first:first + n].mean(), areas[last - n + 1:last + 1].mean()
     if top >= bottom:
@@ -92,8 +93,8 @@ def base_from_areas(areas: np.ndarray) -> tuple[int, int, str]:
     else:
         base, sign = last, -1
     why = (f"heart found on slices {first}..{last}; slice {base} taken as the base because the "
-           f"heart is wider at that end ({max(top, bottom):.0f} vs {min(top, bottom):.0f} mm^2 "
-           "mean area over a third of the range)")
+           f"heart is wider at that end (mean area {max(top, bottom):.0f} vs {min(top, bottom):.0f} "
+           "over a third of the range)")
     return base, sign, why
 
 

@@ -55,8 +55,9 @@ def slice_axis(spacing: np.ndarray, shape: tuple[int, ...]) -> int:
 
     Same rule as :func:`bvmesh.geometry.find_slice_axis`, so both agree on any file.
     """
-    spacing = np.asarray(spacing, float)
-    return min(range(3), key=lambda a: (-round(float(spacing[a]), 3), shape[a]))
+    from .geometry import find_slice_axis
+
+    return find_slice_axis(spacing, shape)[0]
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -181,18 +182,15 @@ def labelled_range(gt_heart: np.ndarray, axis: int) -> SliceRange:
     whose third of the range has the larger mean labelled area (as in
     :func:`bvmesh.geometry.base_from_areas`). Raises ValueError for an empty mask.
     """
+    from .geometry import base_from_areas, heart_extent
+
     areas = _per_slice(np.asarray(gt_heart, bool), axis).astype(float)
-    present = np.flatnonzero(areas)
-    if len(present) == 0:
+    if not areas.any():
         raise ValueError("the ground truth labels no voxel")
-    lo, hi = int(present[0]), int(present[-1])
-    n = max(1, (hi - lo + 1) // 3)
-    low_end, high_end = areas[lo:lo + n].mean(), areas[hi - n + 1:hi + 1].mean()
-    base, apex = (lo, hi) if low_end >= high_end else (hi, lo)
-    why = (f"labelled slices {lo}..{hi} along voxel axis {axis}; base = slice {base}, the end "
-           f"with the larger heart area ({max(low_end, high_end):.0f} vs "
-           f"{min(low_end, high_end):.0f} voxels per slice over a third of the range)")
-    return SliceRange(axis, base, apex, why)
+    lo, hi = heart_extent(areas, 0.0)
+    base, _, why = base_from_areas(areas, 0.0)
+    apex = hi if base == lo else lo
+    return SliceRange(axis, base, apex, f"voxel axis {axis}: {why}")
 
 
 def _per_slice(mask: np.ndarray, axis: int) -> np.ndarray:
