@@ -117,7 +117,8 @@ def nifti_affine(header) -> tuple[np.ndarray, list[str]]:
         affine, used = np.array(qform, float), f"qform (code {int(q_code)})"
     else:
         affine, used = np.array(header.get_base_affine(), float), "pixdim only (no sform/qform)"
-    pixdim = np.array(header.get_zooms()[:3], float)
+    # A 2D file has only two zooms; pad so that it reaches the clear "is 2D" error below.
+    pixdim = np.array((tuple(header.get_zooms()) + (1.0, 1.0))[:3], float)
     norms = np.linalg.norm(affine[:3, :3], axis=0)
     if np.all(pixdim > 0) and np.any(np.abs(norms - pixdim) > SPACING_TOLERANCE * pixdim):
         affine[:3, :3] = affine[:3, :3] / norms * pixdim
