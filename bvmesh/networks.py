@@ -30,10 +30,16 @@ def select_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         device = torch.device(spec)
-    except RuntimeError:
-        raise BvmeshError(f"--device {spec!r} is not a device; use auto, cpu, cuda[:N] or mps") from None
+    except (RuntimeError, TypeError):
+        device = None
+    # torch also knows meta, xla, vulkan...: devices bvmesh cannot run on.
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise BvmeshError(f"--device {spec!r} is not a device; use auto, cpu, cuda[:N] or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BvmeshError(f"--device {spec}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BvmeshError(f"--device {spec}: there is only {torch.cuda.device_count()} CUDA "
+                          f"device(s) here (cuda:0..cuda:{torch.cuda.device_count() - 1})")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise BvmeshError(f"--device {spec}: MPS is not available here; use --device cpu")
     return device
