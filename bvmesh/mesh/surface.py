@@ -78,9 +78,10 @@ def vertex_adjacency(faces: np.ndarray, n: int) -> sp.csr_matrix:
 
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     fn = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
-    vn = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
+    idx = faces.ravel()
+    # bincount per coordinate: np.add.at is several times slower on large meshes.
+    vn = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(verts))
+                   for c in range(3)], axis=1)
     return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 

@@ -1,0 +1,71 @@
+"""Mesh stage timings on analytic phantoms (median of repeats; not a test).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_mesh.py [--repeats 5] [--no-tetra]
+
+Cases: surface from an isotropic 1.25 mm label map (the `segment` prediction's grid),
+surface from an 8 mm thick-slice label map (upsampled + repaired), tetra mesh at
+1.5 mm edges (needs gmsh). Prints a markdown table for benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from phantoms import make_phantom  # noqa: E402
+
+from bvmesh.mesh import surface_mesh, tetra_mesh  # noqa: E402
+
+
+def timed(fn, repeats: int):
+    times, result = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-tetra", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    iso = make_phantom((1.25, 1.25, 1.25), truth=False)
+    thick = make_phantom((1.5, 1.5, 8.0), truth=False)
+    t, s = timed(lambda: surface_mesh(iso.labels, iso.affine), args.repeats)
+    rows.append(("surface, isotropic 1.25 mm " + "x".join(map(str, iso.labels.shape)), t,
+                 f"{len(s.faces)} faces, gate {'passed' if s.quality['passed'] else 'FAILED'}"))
+    t, s = timed(lambda: surface_mesh(thick.labels, thick.affine), args.repeats)
+    rows.append(("surface, 8 mm slices " + "x".join(map(str, thick.labels.shape)), t,
+                 f"{len(s.faces)} faces, gate {'passed' if s.quality['passed'] else 'FAILED'}"))
+    raw = surface_mesh(thick.labels, thick.affine, repair_topology=False)
+    rows.append(("  (8 mm, without topology repair)", float("nan"),
+                 f"genus {raw.quality['euler_characteristic']['genus']:g}; with repair "
+                 f"{s.quality['euler_characteristic']['genus']:g}"))
+    if not args.no_tetra:
+        t, m = timed(lambda: tetra_mesh(s, edge_mm=1.5), max(1, args.repeats // 2))
+        rows.append(("tetra, 1.5 mm edges, from the 8 mm surface", t,
+                     f"{m.quality['tetra']['elements']} tets, min dihedral "
+                     f"{m.quality['min_dihedral_deg']['value']:.1f} deg, gate "
+                     f"{'passed' if m.quality['passed'] else 'FAILED'}"))
+        iso_s = surface_mesh(iso.labels, iso.affine)
+        t, m = timed(lambda: tetra_mesh(iso_s, edge_mm=1.5), max(1, args.repeats // 2))
+        rows.append(("tetra, 1.5 mm edges, from the isotropic surface", t,
+                     f"{m.quality['tetra']['elements']} tets, min dihedral "
+                     f"{m.quality['min_dihedral_deg']['value']:.1f} deg, gate "
+                     f"{'passed' if m.quality['passed'] else 'FAILED'}"))
+    print("| case | median s | result |\n|---|---|---|")
+    for name, t, what in rows:
+        print(f"| {name} | {'' if t != t else f'{t:.2f}'} | {what} |")
+
+
+if __name__ == "__main__":
+    main()
