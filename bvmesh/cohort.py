@@ -4,6 +4,7 @@ failed case reported and the run going on, and a summary (rows + summary.csv).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import logging
@@ -92,7 +93,13 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
         base_slices: dict[str, int] | None = None, base_slice: int | None = None,
         skip_existing: bool = False, probabilities: bool = False, mesh: bool = True,
         on_case: Callable[[CaseOutcome], None] | None = None) -> list[CaseOutcome]:
-    """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult."""
+    """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult.
+
+    summary.csv lists every case, except for a run of one input that failed: that is bad
+    input, reported by the caller, and leaves nothing behind (not even the output folder,
+    when this run created it).
+    """
+    created = not Path(out_dir).exists()
     out = prepare_dir(out_dir)
     outcomes: list[CaseOutcome] = []
     for path in paths:
@@ -116,6 +123,11 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
         outcomes.append(outcome)
         if on_case:
             on_case(outcome)
+    if len(outcomes) == 1 and outcomes[0].status == "failed":
+        if created:
+            with contextlib.suppress(OSError):  # only if still empty
+                out.rmdir()
+        return outcomes
     write_summary(outcomes, out / "summary.csv")
     return outcomes
 

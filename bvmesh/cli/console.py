@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import BvmeshError
 
@@ -22,7 +23,8 @@ def exit_on_error() -> Iterator[None]:
     try:
         yield
     except BvmeshError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: a path like "scans/[2019]/a.nii.gz" must be shown, not read as markup.
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 

@@ -72,6 +72,7 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
                 mesh, skip_existing, as_json, example) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import cohort
@@ -100,15 +101,20 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
 
         def on_case(o: cohort.CaseOutcome) -> None:
             bar.advance(task)
-            if o.status == "failed":
-                err.print(f"[red]failed[/] {o.case}: {o.message}", highlight=False, soft_wrap=True)
+            # A single input's failure is raised below as the one error line.
+            if o.status == "failed" and len(paths) > 1:
+                err.print(f"[red]failed[/] {escape(o.case)}: {escape(o.message)}", highlight=False,
+                          soft_wrap=True)
 
         outcomes = cohort.run(paths, output, one, base_slices=per_case, base_slice=base_slice,
                               skip_existing=skip_existing, probabilities=save_probabilities,
                               mesh=mesh, on_case=on_case)
-    _print_summary(outcomes, output, as_json)
     if len(outcomes) == 1 and outcomes[0].status == "failed":
+        # One bad input: one error line, no table (and cohort.run wrote nothing).
+        if as_json:
+            _print_summary(outcomes, output, as_json)
         raise InputError(outcomes[0].message)
+    _print_summary(outcomes, output, as_json)
     return cohort.exit_code(outcomes)
 
 
