@@ -52,7 +52,9 @@ def discover(inputs: Iterable[str]) -> list[Path]:
     """
     found: list[Path] = []
     for item in inputs:
-        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        # An existing path is taken literally: "scans[2019]/a.nii.gz" is a file, not a pattern.
+        literal = Path(item).exists() or not glob.has_magic(item)
+        matches = [item] if literal else sorted(glob.glob(item))
         if not matches:
             raise InputError(f"{item}: the pattern matches no file")
         for m in map(Path, matches):
