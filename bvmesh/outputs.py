@@ -86,7 +86,8 @@ def _write_mesh(result: SegmentResult, folder: Path) -> dict:
     write_mesh(surf, folder / "mesh.vtp")
     write_mesh(surf, folder / "mesh.stl")
     if not surf.quality.get("passed", False):
-        log.warning("mesh failed the quality gate: %s", surf.quality)
+        log.warning("%s: mesh failed the quality gate (%s); it is written, see report.json",
+                    folder.name.split(".partial")[0].lstrip("."), ", ".join(surf.quality.get("failed", [])))
     return {"quality": surf.quality, "notes": list(surf.notes),
             "vertices": int(len(surf.vertices)), "faces": int(len(surf.faces))}
 

@@ -61,10 +61,14 @@ def add_rv_wall(labels: np.ndarray, spacing_mm: float, thickness_mm: float) -> n
     rv = labels == RV_POOL
     if not rv.any() or thickness_mm <= 0:
         return labels
-    dist = ndimage.distance_transform_edt(~rv, sampling=spacing_mm)
-    shell = (dist > 0) & (dist <= thickness_mm) & (labels == 0)
+    # The shell lies within thickness_mm of the pool: work in its bounding box only.
+    margin = int(np.ceil(thickness_mm / spacing_mm)) + 1
+    box = tuple(slice(max(0, int(idx.min()) - margin), int(idx.max()) + margin + 1)
+                for idx in np.nonzero(rv))
+    dist = ndimage.distance_transform_edt(~rv[box], sampling=spacing_mm)
+    shell = (dist > 0) & (dist <= thickness_mm) & (labels[box] == 0)
     out = labels.copy()
-    out[shell] = RV_MYO
+    out[box][shell] = RV_MYO
     return out
 
 

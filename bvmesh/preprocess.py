@@ -24,22 +24,51 @@ class Stack:
     grid: StackGrid
 
 
+def _axis_order(matrix: np.ndarray) -> np.ndarray:
+    """For a scaling-and-permutation map, the source axis that feeds each output axis."""
+    order = np.argmax(np.abs(matrix[:3, :3]), axis=0)
+    if sorted(order) != [0, 1, 2] or np.count_nonzero(matrix[:3, :3]) != 3:
+        raise ValueError("the grid map must be a scaling and permutation of voxel axes")
+    return order
+
+
+def _zoom(data: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...], *, order: int,
+          mode: str, cval: float) -> np.ndarray:
+    """``affine_transform`` for a scaling-and-permutation map.
+
+    Transposing the source first leaves a diagonal matrix, which scipy resamples by a
+    much faster path than a general matrix (which our permutation would otherwise be).
+    """
+    src = _axis_order(matrix)
+    scale = matrix[src, [0, 1, 2]]
+    return ndimage.affine_transform(np.transpose(data, src), scale, offset=matrix[src, 3],
+                                    output_shape=shape, order=order, mode=mode, cval=cval,
+                                    prefilter=False)
+
+
 def resample(data: np.ndarray, grid: StackGrid, *, order: int = 1, mode: str = "nearest",
              cval: float = 0.0) -> np.ndarray:
     """Sample an input-grid array on ``grid`` (linear by default)."""
-    m = grid.to_input
-    return ndimage.affine_transform(data, m[:3, :3], offset=m[:3, 3], output_shape=grid.shape,
-                                    order=order, mode=mode, cval=cval, prefilter=False)
+    return _zoom(data, grid.to_input, grid.shape, order=order, mode=mode, cval=cval)
 
 
 def to_input_grid(channels: np.ndarray, grid: StackGrid, shape: tuple[int, int, int],
                   *, cval: float = 0.0) -> np.ndarray:
     """Sample stack-grid array(s) (C, s, r, c) back onto the input grid, linearly."""
     m = grid.to_stack
+    dst = _axis_order(m)  # input axis a is fed by stack axis dst[a]
+    inverse = np.argsort(dst)
+    # Work in the stack's axis order so the map is diagonal, then put the axes back.
+    permuted_shape = tuple(shape[a] for a in inverse)
+    pm = np.eye(4)
+    pm[:3, :3] = m[:3, :3][:, inverse]
+    pm[:3, 3] = m[:3, 3]
     out = np.empty((len(channels), *shape), np.float32)
     for i, ch in enumerate(channels):
-        out[i] = ndimage.affine_transform(ch, m[:3, :3], offset=m[:3, 3], output_shape=shape,
-                                          order=1, mode="constant", cval=cval, prefilter=False)
+        sampled = ndimage.affine_transform(ch, np.diag(pm[:3, :3]), offset=pm[:3, 3],
+                                           output_shape=permuted_shape, order=1, mode="constant",
+                                           cval=cval, prefilter=False)
+        out[i] = np.transpose(sampled, dst)
     return out
 
 

@@ -34,7 +34,8 @@ def montage(image: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, s
     n = len(order)
     cols = min(6, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.7 * rows + 0.5), squeeze=False,
+                             layout="constrained")
     lo, hi = np.percentile(image, [1, 99.5])
     in_plane = [a for a in range(3) if a != slice_axis]
     aspect = 1.0 if spacing is None else spacing[in_plane[0]] / spacing[in_plane[1]]
@@ -50,10 +51,9 @@ def montage(image: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, s
         note = f" {marks[index]}" if marks and index in marks else ""
         ax.set_title(f"slice {index}{note}", fontsize=8)
     handles = [plt.Line2D([], [], color=c, label=NAMES[v]) for v, c in COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     path = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
     return path

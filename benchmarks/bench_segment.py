@@ -1,0 +1,108 @@
+"""Speed and memory of `bvmesh segment` on an ACDC-sized volume.
+
+    python benchmarks/bench_segment.py INPUT.nii.gz [INPUT2 ...] [--weights W] [--repeats 5]
+
+Measures, with medians over ``--repeats``:
+1. network inference alone (initialisation + propagation on the isotropic stack),
+   in a warm process;
+2. the whole `bvmesh segment` command (read, locate, segment, labels, mesh, qc, report)
+   from a cold process, wall time, and its peak resident memory;
+3. cohort throughput: all inputs (repeated to at least 10 cases) in one
+   `bvmesh segment` call, seconds per case.
+Prints a Markdown table. Torch uses its default thread count (2 on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _child_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def network_seconds(path: str, weights: str | None, repeats: int) -> tuple[float, float, int]:
+    """Median seconds of the network stage, and of the whole in-process segment()."""
+    import bvmesh
+    from bvmesh.pipeline import load_weights
+
+    model, _ = load_weights(weights, "cpu")
+    bvmesh.segment(path, model=model)  # warm-up
+    net, total = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = bvmesh.segment(path, model=model)
+        total.append(time.perf_counter() - t0)
+        net.append(result.report["timings_s"]["network"])
+    return statistics.median(net), statistics.median(total), result.grid.shape[0]
+
+
+def cold_cli_seconds(path: str, weights: str | None, repeats: int) -> tuple[float, float]:
+    """Median wall seconds of `bvmesh segment` in a new process, and the peak RSS (MB)."""
+    times = []
+    peak = 0.0
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as out:
+            cmd = [sys.executable, "-m", "bvmesh", "segment", path, "-o", out, "--device", "cpu"]
+            if weights:
+                cmd += ["--weights", weights]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+            peak = max(peak, _child_peak_mb())
+    return statistics.median(times), peak
+
+
+def cohort_seconds_per_case(paths: list[str], weights: str | None) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        links = []
+        for i in range(max(10, len(paths))):
+            src = Path(paths[i % len(paths)])
+            link = Path(tmp) / f"case{i:03d}.nii.gz"
+            link.symlink_to(src.resolve())
+            links.append(str(link))
+        cmd = [sys.executable, "-m", "bvmesh", "segment", *links, "-o", str(Path(tmp) / "out"),
+               "--device", "cpu"]
+        if weights:
+            cmd += ["--weights", weights]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        return (time.perf_counter() - t0) / len(links), len(links)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    import torch
+
+    net, warm_total, depth = network_seconds(args.inputs[0], args.weights, args.repeats)
+    cold, peak = cold_cli_seconds(args.inputs[0], args.weights, args.repeats)
+    per_case, n = cohort_seconds_per_case(args.inputs, args.weights)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"input: {args.inputs[0]} ({depth} isotropic stack slices); medians of {args.repeats}\n")
+    print("| measure | seconds |\n|---|---|")
+    print(f"| network inference (init + propagation) | {net:.3f} |")
+    print(f"| segment() in a warm process, no writing | {warm_total:.3f} |")
+    print(f"| `bvmesh segment` cold process, wall (all outputs) | {cold:.2f} |")
+    print(f"| cohort of {n} cases, one call, per case | {per_case:.2f} |")
+    print(f"\npeak resident memory of a cold `bvmesh segment`: {peak:.0f} MB")
+    print(json.dumps({"network_s": net, "warm_segment_s": warm_total, "cold_cli_s": cold,
+                      "cohort_s_per_case": per_case, "peak_mb": peak}))
+
+
+if __name__ == "__main__":
+    main()

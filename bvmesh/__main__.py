@@ -1,0 +1,5 @@
+"""`python -m bvmesh` is the `bvmesh` command."""
+
+from .cli.main import main
+
+main()
