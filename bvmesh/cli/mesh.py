@@ -25,7 +25,7 @@ def mesh_command(
                                   help="Label values: bvmesh, acdc, mnms, binary, or "
                                        "'1=rv_pool,2=lv_myo,3=lv_pool'."),
     tetra: bool = typer.Option(False, "--tetra",
-                               help="Tetrahedral volume mesh (needs: pip install 'bvmesh[tetra]')."),
+                               help="Tetrahedral volume mesh (needs: pip install 'bvmesh\\[tetra]')."),
     fmt: str = typer.Option(None, "--format",
                             help="stl, obj, ply, vtp (surface); vtu, xdmf, msh, medit, carp "
                                  "(volume, with --tetra; vtu/msh/medit also take surfaces)."),
