@@ -327,3 +327,296 @@ def test_cli_usage_errors(tmp_path):
     assert runner.invoke(app, ["evaluate"]).exit_code == 2
     assert runner.invoke(app, ["evaluate", str(tmp_path), str(tmp_path), "--cases",
                                str(tmp_path)]).exit_code == 2
+
+
+# --------------------------------------------------------------------------- held-out subjects
+
+SUBJECTS = ["patient001", "patient002", "patient003", "patient004"]
+FRAMES = ["frame01", "frame12"]  # ED and ES of one subject: always on one side of a fold
+
+
+@pytest.fixture
+def acdc_like(make_case, tmp_path):
+    """A tiny ACDC-like folder: per-subject folders holding phantom images and ACDC label maps.
+
+    Returns (data folder, {image path: exact bvmesh labels}). patient004 misses one image.
+    """
+    try:
+        from conftest import save_nifti
+    except ImportError:
+        from tests.conftest import save_nifti
+
+    data, truth = tmp_path / "acdc", {}
+    for n, subject in enumerate(SUBJECTS):
+        for f, frame in enumerate(FRAMES):
+            name = f"{subject}_{frame}"
+            case = make_case(name, folder=data / subject, det_sign=(-1) ** n, seed=2 * n + f)
+            save_nifti(to_acdc(case.phantom.labels), case.affine,
+                       data / subject / f"{name}_gt.nii.gz")
+            truth[case.path] = case.phantom.labels
+    (data / "patient004" / "patient004_frame12.nii.gz").unlink()  # ground truth only
+    return data, truth
+
+
+def tiny_checkpoint(path, held_out):
+    """A random tiny model saved as a real checkpoint recording ``held_out`` subjects."""
+    import torch
+
+    from bvmesh.model import build_model, save_checkpoint
+
+    try:
+        from conftest import TINY_CONFIG
+    except ImportError:
+        from tests.conftest import TINY_CONFIG
+
+    torch.manual_seed(len(path.parts))
+    record = {} if held_out is None else {"held_out_subjects": held_out}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(build_model(TINY_CONFIG), path, record=record)
+
+
+def fold_run(root, folds):
+    """RUN_DIR/fold{i}/model.pt as `bvmesh train --fold all -o RUN_DIR` writes them."""
+    for i, subjects in enumerate(folds):
+        tiny_checkpoint(root / f"fold{i}" / "model.pt", subjects)
+    return root
+
+
+class FakeSegmenter:
+    """Stands in for bvmesh.segment (a random model finds no heart): returns the exact
+    labels, minus the LV pool for patient003, and records each call."""
+
+    def __init__(self, truth):
+        self.truth, self.calls = truth, []
+
+    def __call__(self, path, *, model, device, propagation, base_slice):
+        from types import SimpleNamespace
+
+        from bvmesh import io as bio
+
+        self.calls.append((path.name, id(model), propagation, base_slice))
+        labels = self.truth[path].copy()
+        if path.name.startswith("patient003"):
+            labels[labels == 1] = 2
+        return SimpleNamespace(labels=labels, volume=bio.load(path))
+
+
+def test_recorded_held_out_subjects():
+    from types import SimpleNamespace
+
+    from bvmesh.errors import WeightsError
+
+    for record in ({}, {"held_out_subjects": []}, {"note": "x"}):
+        with pytest.raises(WeightsError) as info:
+            ev.recorded_held_out(SimpleNamespace(record=record), "w.pt")
+        assert str(info.value) == "w.pt was trained on all data; there is nothing held out"
+    with pytest.raises(WeightsError, match="not a list"):
+        ev.recorded_held_out(SimpleNamespace(record={"held_out_subjects": "patient001"}), "w.pt")
+    model = SimpleNamespace(record={"held_out_subjects": ["patient003", "patient001"]})
+    assert ev.recorded_held_out(model, "w.pt") == ("patient001", "patient003")
+
+
+def test_case_subjects_are_those_training_records(acdc_like, tmp_path):
+    from bvmesh.dataset import find_cases
+
+    data, _ = acdc_like
+    pairs = ev.find_image_cases(data)
+    subjects = ev.case_subjects(data, pairs)
+    assert subjects == {f"{s}_{f}": s for s in SUBJECTS for f in FRAMES}
+    # The same subjects as bvmesh train's, for every case that has an image.
+    assert {c.name: c.subject for c in find_cases(data)} == {
+        k: v for k, v in subjects.items() if k != "patient004_frame12"}
+    flat = tmp_path / "flat"
+    save(flat / "a_gt.nii.gz", to_acdc(heart()), affine_for())
+    save(flat / "a.nii.gz", np.full((48, 44, 12), 9.0), affine_for())
+    assert ev.case_subjects(flat, ev.find_image_cases(flat)) == {"a": "a"}
+
+
+def test_plan_folds_assigns_cases_checks_disjointness_and_coverage(acdc_like):
+    data, _ = acdc_like
+    pairs = ev.find_image_cases(data)
+    folds, warnings = ev.plan_folds(data, pairs, [("f0", ["patient001", "patient004"]),
+                                                  ("f1", ["patient002", "patient003"])])
+    assert [f.index for f in folds] == [0, 1] and warnings == []
+    assert [p.case for p in folds[0].pairs] == ["patient001_frame01", "patient001_frame12",
+                                                "patient004_frame01", "patient004_frame12"]
+    assert [p.case for p in folds[1].pairs] == ["patient002_frame01", "patient002_frame12",
+                                                "patient003_frame01", "patient003_frame12"]
+    # Overlapping folds are not one cross-validation.
+    with pytest.raises(InputError, match=r"f0 and f2 both hold out 1 subject\(s\) \(patient001\)"):
+        ev.plan_folds(data, pairs, [("f0", ["patient001"]), ("f1", ["patient002"]),
+                                    ("f2", ["patient001", "patient003"])])
+    # Subjects no fold holds out are named; held-out subjects missing from DATA_DIR too.
+    folds, warnings = ev.plan_folds(data, pairs, [("f0", ["patient001", "patient009"]),
+                                                  ("f1", ["patient002"])])
+    assert sum(len(f.pairs) for f in folds) == 4
+    assert any("f0: 1 of its 2 held-out subjects are not in" in w and "patient009" in w
+               for w in warnings)
+    assert any("2 of the 4 subjects" in w and "patient003, patient004" in w for w in warnings)
+    # A single --held-out model is not expected to cover the data.
+    folds, warnings = ev.plan_folds(data, pairs, [("w.pt", ["patient002"])], indexed=False)
+    assert folds[0].index is None and warnings == []
+    assert [p.case for p in folds[0].pairs] == ["patient002_frame01", "patient002_frame12"]
+    with pytest.raises(InputError, match="holds none of w.pt's held-out subjects"):
+        ev.plan_folds(data, pairs, [("w.pt", ["patient077"])], indexed=False)
+
+
+def test_fold_weights_name_the_missing_fold(tmp_path):
+    run = fold_run(tmp_path / "run", [["patient001"], ["patient002"]])
+    assert ev.fold_weights(run, 2) == [run / "fold0" / "model.pt", run / "fold1" / "model.pt"]
+    from bvmesh.errors import WeightsError
+
+    with pytest.raises(WeightsError, match=r"run/fold2/model\.pt: missing fold model"):
+        ev.fold_weights(run, 3)
+    with pytest.raises(WeightsError, match="not a folder"):
+        ev.fold_weights(tmp_path / "nowhere", 2)
+
+
+def test_folds_score_only_held_out_cases_each_with_its_model(acdc_like):
+    data, truth = acdc_like
+    pairs = ev.find_image_cases(data)
+    folds, _ = ev.plan_folds(data, pairs, [("f0", ["patient001"]), ("f1", ["patient003"])])
+    models = [object(), object()]
+    fake = FakeSegmenter(truth)
+    results = list(ev.segment_and_score_folds(folds, models, labels="acdc", propagation=False,
+                                              base_from_gt=True, segment_fn=fake))
+    assert [(r.case, r.fold) for r in results] == [
+        ("patient001_frame01", 0), ("patient001_frame12", 0),
+        ("patient003_frame01", 1), ("patient003_frame12", 1)]
+    assert [c[1] for c in fake.calls] == [id(models[0])] * 2 + [id(models[1])] * 2
+    assert all(c[2] is False for c in fake.calls)  # --no-propagation reaches the segmenter
+    assert all(r.status == ev.OK for r in results)
+    assert [r.scores["lv_pool"]["dice"] for r in results] == [1.0, 1.0, 0.0, 0.0]
+    evaluation = ev.Evaluation(results, ("lv_pool", "lv_myo", "rv_pool"), "acdc", folds=folds)
+    per_fold = evaluation.summary()["folds"]
+    assert [(f["fold"], f["cases"], f["scored"]) for f in per_fold] == [(0, 2, 2), (1, 2, 2)]
+    assert per_fold[0]["structures"]["lv_pool"]["dice"] == 1.0
+    assert per_fold[1]["structures"]["lv_pool"]["dice"] == 0.0
+    assert per_fold[1]["held_out_subjects"] == ["patient003"]
+
+
+def read_csv(path):
+    return list(csv.DictReader(path.open()))
+
+
+def test_cli_held_out_scores_only_the_unseen_subjects(acdc_like, tmp_path, monkeypatch):
+    import bvmesh.pipeline
+
+    data, truth = acdc_like
+    fake = FakeSegmenter(truth)
+    monkeypatch.setattr(bvmesh.pipeline, "segment", fake)
+    weights = tiny_checkpoint(tmp_path / "w" / "model.pt", ["patient002", "patient004"])
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", "--cases", str(data), "--weights", str(weights),
+                              "--held-out", "--labels", "acdc", "--device", "cpu",
+                              "--no-propagation", "-o", str(tmp_path / "r"), "--no-plots"])
+    # patient004_frame12 has no image: reported as failed, so exit code 1.
+    assert res.exit_code == 1, res.output
+    rows = read_csv(tmp_path / "r" / "cases.csv")
+    assert [(r["case"], r["status"]) for r in rows] == [
+        ("patient002_frame01", "ok"), ("patient002_frame12", "ok"),
+        ("patient004_frame01", "ok"), ("patient004_frame12", "failed")]
+    assert "fold" not in rows[0]
+    assert {c[2] for c in fake.calls} == {False} and len(fake.calls) == 3
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["folds"][0]["fold"] is None
+    assert summary["folds"][0]["held_out_subjects"] == ["patient002", "patient004"]
+    assert "scoring 4 of the 8 cases" in res.stderr
+    # Weights trained on all data hold nothing out: one clear line, exit 1, nothing scored.
+    everything = tiny_checkpoint(tmp_path / "all" / "model.pt", None)
+    res = runner.invoke(app, ["evaluate", "--cases", str(data), "--weights", str(everything),
+                              "--held-out", "--device", "cpu", "-o", str(tmp_path / "r2")])
+    assert res.exit_code == 1
+    assert res.stderr.strip() == (f"error: {everything} was trained on all data; there is "
+                                  "nothing held out")
+    assert not (tmp_path / "r2").exists()
+
+
+def test_cli_folds_pool_every_fold_into_one_evaluation(acdc_like, tmp_path, monkeypatch):
+    import bvmesh.model
+    import bvmesh.pipeline
+
+    data, truth = acdc_like
+    (data / "patient004" / "patient004_frame12_gt.nii.gz").unlink()  # every case has an image
+    fake = FakeSegmenter(truth)
+    monkeypatch.setattr(bvmesh.pipeline, "segment", fake)
+    loads = []
+    real_load = bvmesh.model.load_model
+    monkeypatch.setattr(bvmesh.model, "load_model",
+                        lambda path, device="cpu": loads.append(str(path)) or real_load(path, device))
+    run = fold_run(tmp_path / "runs" / "acdc", [["patient001", "patient003"],
+                                                ["patient002", "patient004"]])
+    runner = CliRunner()
+    args = ["evaluate", "--cases", str(data), "--weights", str(run), "--folds", "2", "--labels",
+            "acdc", "--device", "cpu", "--base-from-gt", "--no-plots"]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "r"), "--no-propagation"])
+    assert res.exit_code == 0, res.output
+    assert loads == [str(run / "fold0" / "model.pt"), str(run / "fold1" / "model.pt")]
+    assert {c[2] for c in fake.calls} == {False} and len(fake.calls) == 7
+    assert len({c[1] for c in fake.calls[:4]}) == 1 != len({c[1] for c in fake.calls})
+    rows = read_csv(tmp_path / "r" / "cases.csv")
+    assert [(r["case"], r["fold"]) for r in rows] == [
+        ("patient001_frame01", "0"), ("patient001_frame12", "0"), ("patient003_frame01", "0"),
+        ("patient003_frame12", "0"), ("patient002_frame01", "1"), ("patient002_frame12", "1"),
+        ("patient004_frame01", "1")]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["counts"]["scored"] == 7
+    for f in summary["folds"]:
+        mine = [float(r["lv_pool_dice"]) for r in rows if r["fold"] == str(f["fold"])]
+        assert f["structures"]["lv_pool"]["dice"] == pytest.approx(np.mean(mine))
+        assert f["weights"] == str(run / f"fold{f['fold']}" / "model.pt")
+    assert summary["folds"][0]["structures"]["lv_pool"]["dice"] == pytest.approx(0.5)
+    assert summary["folds"][1]["structures"]["lv_pool"]["dice"] == 1.0
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert "| 0 | 2 | 4 | 0.500 |" in md and "| 1 | 2 | 3 | 1.000 |" in md
+    assert "Mean Dice per fold" in res.stdout
+    # Predictions land in the layout PRED accepts.
+    assert (tmp_path / "r" / "predictions" / "patient004_frame01" / "labels.nii.gz").is_file()
+
+
+def test_cli_folds_errors_and_coverage_warning(acdc_like, tmp_path, monkeypatch):
+    import bvmesh.pipeline
+
+    data, truth = acdc_like
+    monkeypatch.setattr(bvmesh.pipeline, "segment", FakeSegmenter(truth))
+    runner = CliRunner()
+
+    def invoke(run, k, out):
+        return runner.invoke(app, ["evaluate", "--cases", str(data), "--weights", str(run),
+                                   "--folds", str(k), "--labels", "acdc", "--device", "cpu",
+                                   "--no-plots", "-o", str(tmp_path / out)])
+
+    run = fold_run(tmp_path / "a", [["patient001"], ["patient002"]])
+    res = invoke(run, 3, "r1")  # fold2 was never trained
+    assert res.exit_code == 1 and str(run / "fold2" / "model.pt") in res.stderr
+    assert "missing fold model" in res.stderr and not (tmp_path / "r1").exists()
+    overlap = fold_run(tmp_path / "b", [["patient001", "patient002"], ["patient002"]])
+    res = invoke(overlap, 2, "r2")
+    assert res.exit_code == 1 and "both hold out 1 subject(s) (patient002)" in res.stderr
+    res = invoke(run, 2, "r3")  # patient003 and patient004 held out by no fold
+    assert res.exit_code == 0, res.output
+    assert "2 of the 4 subjects" in res.stderr and "patient003, patient004" in res.stderr
+    rows = read_csv(tmp_path / "r3" / "cases.csv")
+    assert {r["case"][:10] for r in rows} == {"patient001", "patient002"}
+    # Usage: --folds needs --cases and --weights RUN_DIR.
+    assert runner.invoke(app, ["evaluate", "--cases", str(data), "--folds", "2"]).exit_code == 2
+    assert runner.invoke(app, ["evaluate", str(data), str(data), "--held-out"]).exit_code == 2
+    assert runner.invoke(app, ["evaluate", "--cases", str(data), "--weights", str(run),
+                               "--folds", "1"]).exit_code == 2
+
+
+def test_cli_held_out_runs_the_real_pipeline(acdc_like, tmp_path):
+    """Without the stand-in: the real pipeline segments the held-out cases with the loaded
+    model (a random one: whatever it finds is scored) and touches no other case."""
+    data, _ = acdc_like
+    weights = tiny_checkpoint(tmp_path / "w.pt", ["patient001"])
+    res = CliRunner().invoke(app, ["evaluate", "--cases", str(data), "--weights", str(weights),
+                                   "--held-out", "--labels", "acdc", "--device", "cpu",
+                                   "--base-from-gt", "--no-propagation", "--no-plots",
+                                   "-o", str(tmp_path / "r")])
+    assert res.exit_code in (0, 1), res.output
+    rows = read_csv(tmp_path / "r" / "cases.csv")
+    assert [r["case"] for r in rows] == ["patient001_frame01", "patient001_frame12"]
+    assert all(r["status"] == "ok" and r["segment_seconds"] != "n/a" for r in rows)
+    assert sorted(p.parent.name for p in (tmp_path / "r" / "predictions").glob("*/labels.nii.gz")) \
+        == ["patient001_frame01", "patient001_frame12"]

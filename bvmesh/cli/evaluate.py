@@ -63,7 +63,16 @@ def evaluate(
         show_default=False)] = None,
     weights: Annotated[str | None, typer.Option(
         "--weights", help="With --cases: weights name, file or URL (default: the bundled "
-                          "model).", show_default=False)] = None,
+                          "model); with --folds: the run folder holding fold0/model.pt, ...",
+        show_default=False)] = None,
+    held_out: Annotated[bool, typer.Option(
+        "--held-out", help="With --cases: score only the cases of the subjects the weights "
+                           "never saw in training (as bvmesh train recorded them).")] = False,
+    folds: Annotated[int | None, typer.Option(
+        "--folds", min=2, metavar="K",
+        help="With --cases and --weights RUN_DIR: cross-validation; each fold's model "
+             "(RUN_DIR/foldN/model.pt from bvmesh train --fold all) segments its own "
+             "held-out subjects, all pooled into one evaluation.", show_default=False)] = None,
     device: Annotated[str, typer.Option(
         "--device", help="With --cases: auto, cpu, cuda[:N] or mps.")] = "auto",
     propagation: Annotated[bool, typer.Option(
@@ -88,6 +97,11 @@ def evaluate(
         raise typer.BadParameter("give either PRED GT or --cases DATA_DIR, not both")
     if cases is None and (pred is None or gt is None):
         raise typer.BadParameter("give PRED and GT (files or folders), or --cases DATA_DIR")
+    if cases is None and (held_out or folds is not None):
+        raise typer.BadParameter("--held-out and --folds go with --cases DATA_DIR")
+    if folds is not None and weights is None:
+        raise typer.BadParameter("--folds K needs --weights RUN_DIR (the folder of "
+                                 "`bvmesh train --fold all -o RUN_DIR`)")
     setup_logging(verbose)
     iso = isotropic_mm or None
     with exit_on_error():
@@ -98,13 +112,19 @@ def evaluate(
         if not structures:
             raise InputError(f"label maps {labels!r} (ground truth) and {pred_labels!r} "
                              "(prediction) share no structure to score")
+        plan = []
         if cases is not None:
             todo = ev_mod.find_image_cases(cases)
             unpaired = []
-            stream = ev_mod.segment_and_score(
-                todo, weights=weights, labels=labels, device=device, propagation=propagation,
-                base_from_gt=base_from_gt, isotropic_mm=iso,
-                save_dir=output / "predictions")
+            options = dict(labels=labels, device=device, propagation=propagation,
+                           base_from_gt=base_from_gt, isotropic_mm=iso,
+                           save_dir=output / "predictions")
+            if folds is not None or held_out:
+                plan, models = _held_out_plan(cases, todo, weights, folds, device, ev_mod)
+                todo = [p for fold in plan for p in fold.pairs]
+                stream = ev_mod.segment_and_score_folds(plan, models, **options)
+            else:
+                stream = ev_mod.segment_and_score(todo, weights=weights, **options)
         else:
             pairs = ev_mod.find_pairs(pred, gt)
             todo = [p for p in pairs if p.gt is not None]
@@ -123,7 +143,8 @@ def evaluate(
                 results.append(result)
                 _report_case(result, ev_mod)
                 progress.update(task, advance=1, description=result.case)
-        evaluation = ev_mod.Evaluation(results, structures, labels, pred_labels, unpaired, iso)
+        evaluation = ev_mod.Evaluation(results, structures, labels, pred_labels, unpaired, iso,
+                                       plan)
         written = ev_mod.write_results(evaluation, output, plots=plots)
     summary = evaluation.summary()
     if as_json:
@@ -139,17 +160,48 @@ def evaluate(
         raise typer.Exit(evaluation.exit_code)
 
 
+def _held_out_plan(data_dir: Path, pairs, weights: str | None, folds: int | None,
+                   device: str, ev_mod) -> tuple[list, list]:
+    """Load the model(s) once each, read their held-out subjects and assign the cases.
+
+    Returns (folds, models); warnings and what is scored go to stderr.
+    """
+    from rich.markup import escape
+
+    from ..pipeline import load_weights
+
+    if folds is not None:
+        paths = ev_mod.fold_weights(weights, folds)  # every fold present before any loading
+        sources = [str(p) for p in paths]
+        models = [load_weights(src, device)[0] for src in sources]
+    else:
+        model, info = load_weights(weights, device)
+        sources, models = [weights or info["name"] or info["path"]], [model]
+    held = [(src, ev_mod.recorded_held_out(m, src)) for src, m in zip(sources, models)]
+    plan, warnings = ev_mod.plan_folds(data_dir, pairs, held, indexed=folds is not None)
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    by = f"folds 0..{folds - 1} of {weights}" if folds is not None else sources[0]
+    err.print(f"scoring {sum(len(f.pairs) for f in plan)} of the {len(pairs)} cases in "
+              f"{data_dir}: those held out by {by}", highlight=False, soft_wrap=True,
+              markup=False)
+    return plan, models
+
+
 def _report_case(result, ev_mod) -> None:
+    from rich.markup import escape  # a path like "scans/[2019]/a.nii.gz" is not markup
+
+    case = escape(result.case)
     if result.status in (ev_mod.FAILED, ev_mod.MISSING):
-        err.print(f"[bold red]{result.status}:[/] {result.case}: {'; '.join(result.messages)}",
+        err.print(f"[bold red]{result.status}:[/] {case}: {escape('; '.join(result.messages))}",
                   highlight=False, soft_wrap=True)
     elif result.status == ev_mod.EMPTY:
-        err.print(f"[yellow]warning:[/] {result.case}: the prediction is empty; scored as "
+        err.print(f"[yellow]warning:[/] {case}: the prediction is empty; scored as "
                   "Dice 0", highlight=False, soft_wrap=True)
     else:
         for m in result.messages:
             if "outside" in m or "orthogonal" in m:
-                err.print(f"[yellow]note:[/] {result.case}: {m}", highlight=False,
+                err.print(f"[yellow]note:[/] {case}: {escape(m)}", highlight=False,
                           soft_wrap=True)
 
 
@@ -186,6 +238,17 @@ def _print_tables(evaluation, summary: dict, ev_mod) -> None:
     for m, header, digits in ev_mod.TABLE_METRICS:
         table.add_row(header, *[ev_mod.cell(stats[s][m], digits) for s in structures])
     out.print(table)
+    folds = [f for f in summary.get("folds", []) if f["fold"] is not None]
+    if folds:
+        per_fold = Table(title="Mean Dice per fold", title_justify="left")
+        per_fold.add_column("fold", justify="right")
+        per_fold.add_column("scored", justify="right")
+        for s in structures:
+            per_fold.add_column(ev_mod.SHORT[s], justify="right")
+        for f in folds:
+            per_fold.add_row(str(f["fold"]), f"{f['scored']}/{f['cases']}",
+                             *[ev_mod.fmt(f["structures"][s]["dice"], 3) for s in structures])
+        out.print(per_fold)
     mass = summary.get("lv_mass_g")
     if mass and mass["pred"].get("n"):
         out.print(f"LV mass: ground truth {ev_mod.cell(mass['gt'], 1)} g, prediction "
