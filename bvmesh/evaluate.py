@@ -597,10 +597,6 @@ class Fold:
     subjects: tuple[str, ...]
     pairs: tuple[CasePair, ...]
 
-    @property
-    def label(self) -> str:
-        return "held out" if self.index is None else f"fold {self.index}"
-
 
 def fold_weights(run_dir: str | Path, k: int) -> list[Path]:
     """``run_dir/fold0/model.pt`` ... ``fold{k-1}/model.pt`` (``bvmesh train --fold all``).
@@ -618,8 +614,8 @@ def fold_weights(run_dir: str | Path, k: int) -> list[Path]:
     for path in paths:
         if not path.is_file():
             raise WeightsError(f"{path}: missing fold model; train it with `bvmesh train "
-                               f"--fold {path.parent.name[4:]} -o {path.parent}` or pass the "
-                               "right --folds")
+                               f"DATA_DIR --folds {k} --fold {path.parent.name[4:]} -o "
+                               f"{path.parent}` or pass the right --folds")
     extra = run_dir / f"fold{k}" / "model.pt"
     if extra.is_file():
         log.warning("%s exists but --folds %d scores only fold0..fold%d", extra, k, k - 1)
