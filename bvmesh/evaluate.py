@@ -5,7 +5,10 @@ map (bvmesh labels, same grid) and the grid's affine, and does not care where th
 prediction came from. :func:`score_predictions` scores a stream of such pairs (from
 files, or straight from :func:`bvmesh.segment`); :func:`evaluate` pairs files or folders
 and scores them; :func:`write_results` writes ``cases.csv``, ``slices.csv``,
-``summary.json``, ``results.md`` and the plots.
+``summary.json``, ``results.md`` and the plots. :func:`plan_folds` and
+:func:`segment_and_score_folds` score only the subjects a model never saw in training
+(``--held-out``), or each cross-validation fold's model on its own held-out subjects,
+pooled (``--folds K``).
 
 What is scored, per case and structure (lv_pool 1, lv_myo 2, rv_pool 3, rv_myo 4 and
 the biventricular myocardium bv_myo = 2 ∪ 4):

@@ -3,6 +3,9 @@
 Results go to stdout (a table, or the summary JSON with --json); progress and per-case
 problems go to stderr. Exit code 1 when any case failed, had no prediction or an empty
 one (after every other case was scored and the outputs written); 2 for bad usage.
+
+With --cases, --held-out scores only the subjects the weights never saw, and --folds K
+scores each fold model of a `bvmesh train --fold all` run on its own held-out subjects.
 """
 
 from __future__ import annotations
