@@ -166,7 +166,9 @@ class Trainer:
 
     def lr_at(self, it: int) -> float:
         warm = min(1.0, (it + 1) / 100)
-        return self.cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * min(1.0, it / self.cfg.iterations)))
+        # A plain float: a numpy scalar in the optimiser state would make last.pt unloadable
+        # with weights_only=True.
+        return float(self.cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * min(1.0, it / self.cfg.iterations))))
 
     def step(self) -> dict[str, float]:
         b, dev = self.cfg.batch_size, self.device
@@ -217,9 +219,15 @@ class Trainer:
     def resume(self) -> None:
         state = torch.load(self.run_dir / "last.pt", map_location=self.device, weights_only=True)
         saved = json.loads(state["config"])
-        if saved != asdict(self.cfg):
-            raise BvmeshError(f"{self.run_dir}: --resume with a different configuration than the "
-                              "run was started with; use a new -o folder")
+        current = asdict(self.cfg)
+        changed = sorted(k for k in current if k != "iterations" and saved.get(k) != current[k])
+        if changed:
+            raise BvmeshError(f"{self.run_dir}: --resume with a different configuration "
+                              f"({', '.join(changed)}) "
+                              "than the run was started with; use a new -o folder")
+        if saved["iterations"] != current["iterations"]:
+            log.warning("resuming with %d instead of %d iterations: the learning-rate schedule "
+                        "stretches from here on", current["iterations"], saved["iterations"])
         self.iteration = int(state["iteration"])
         for target, key in ((self.model, "model"), (self.ema, "ema")):
             for name in ("init", "prop", "locator"):

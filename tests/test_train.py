@@ -1,0 +1,96 @@
+"""Training: data discovery, stratified subject folds, a short run, and bit-exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CONFIG, save_nifti
+from phantoms import make_phantom
+
+from bvmesh.dataset import Case, find_cases, stratified_folds
+from bvmesh.model import load_model
+from bvmesh.train import TrainConfig, run
+
+ACDC_OF_BVMESH = np.array([0, 3, 2, 1, 0], np.uint8)  # bvmesh label -> ACDC label
+
+
+@pytest.fixture(scope="module")
+def acdc_like(tmp_path_factory) -> Path:
+    """Three subjects in ACDC's layout (patientNNN/patientNNN_frameXX[_gt].nii.gz + Info.cfg)."""
+    root = tmp_path_factory.mktemp("acdc")
+    for n, (det, base_at_start) in enumerate([(1, True), (-1, False), (1, False)], start=1):
+        folder = root / f"patient{n:03d}"
+        folder.mkdir()
+        (folder / "Info.cfg").write_text(f"ED: 1\nES: 5\nGroup: {'NOR' if n < 3 else 'DCM'}\n")
+        ph = make_phantom((1.6, 1.6, 8.0), det_sign=det, base_at_start=base_at_start, truth=False)
+        image = np.where(np.isin(ph.labels, (1, 3)), 200.0, np.where(ph.labels > 0, 80.0, 20.0))
+        for frame in (1, 5):
+            stem = folder / f"patient{n:03d}_frame{frame:02d}"
+            save_nifti(image.astype(np.float32), ph.affine, stem.with_name(stem.name + ".nii.gz"))
+            save_nifti(ACDC_OF_BVMESH[ph.labels], ph.affine, stem.with_name(stem.name + "_gt.nii.gz"))
+    return root
+
+
+def test_find_cases_pairs_images_with_labels_and_reads_groups(acdc_like):
+    cases = find_cases(acdc_like)
+    assert len(cases) == 6
+    assert {c.subject for c in cases} == {"patient001", "patient002", "patient003"}
+    assert all(c.label.name == c.image.name.replace(".nii.gz", "_gt.nii.gz") for c in cases)
+    assert {c.group for c in cases} == {"NOR", "DCM"}
+
+
+def test_folds_split_subjects_and_spread_each_group():
+    cases = [Case(f"s{i}_f{f}", Path("x"), Path("y"), f"s{i:02d}", group)
+             for group, rng in (("A", range(0, 10)), ("B", range(10, 20))) for i in rng
+             for f in (1, 2)]
+    folds = stratified_folds(cases, 5, seed=3)
+    assert sorted(s for f in folds for s in f) == sorted({c.subject for c in cases})
+    for fold in folds:
+        groups = [s for s in fold if int(s[1:]) < 10]
+        assert len(groups) == 2 and len(fold) == 4  # 2 of each group in every fold
+
+
+def _config(**kw) -> TrainConfig:
+    return TrainConfig(labels="acdc", folds=3, fold=0, iterations=4, batch_size=2,
+                       checkpoint_every=2, threads=1, model=dict(TINY_CONFIG), **kw)
+
+
+def test_a_short_run_writes_usable_self_describing_weights(acdc_like, tmp_path):
+    path = run(acdc_like, tmp_path / "run", _config(), device=torch.device("cpu"))
+    model = load_model(path)
+    assert model.classes == ("lv_pool", "lv_myo", "rv_pool")
+    assert model.record["iterations"] == 4
+    assert len(model.record["held_out_subjects"]) == 1
+    assert (tmp_path / "run" / "losses.png").stat().st_size > 0
+    assert len((tmp_path / "run" / "losses.csv").read_text().splitlines()) == 5
+
+
+def test_resume_continues_bit_for_bit(acdc_like, tmp_path):
+    straight = run(acdc_like, tmp_path / "a", _config(), device=torch.device("cpu"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(progress):
+        if progress.iteration == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(acdc_like, tmp_path / "b", _config(), device=torch.device("cpu"), on_progress=stop_at_two)
+    resumed = run(acdc_like, tmp_path / "b", _config(), device=torch.device("cpu"), resume=True)
+    a, b = load_model(straight).state(), load_model(resumed).state()
+    for net in a:
+        for name, tensor in a[net].items():
+            assert torch.equal(tensor, b[net][name]), f"{net}.{name} differs after resume"
+
+
+def test_resume_refuses_a_different_recipe(acdc_like, tmp_path):
+    from bvmesh.errors import BvmeshError
+
+    run(acdc_like, tmp_path / "c", _config(), device=torch.device("cpu"))
+    with pytest.raises(BvmeshError, match="different configuration"):
+        run(acdc_like, tmp_path / "c", _config(loss="paper"), device=torch.device("cpu"), resume=True)
+
