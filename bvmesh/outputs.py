@@ -42,11 +42,14 @@ def prepare_dir(out_dir: str | os.PathLike) -> Path:
 
 def base_plane(result: SegmentResult) -> tuple[np.ndarray, np.ndarray]:
     """The base cut in world mm: half a stack voxel above the base slice, normal towards the base."""
+    from .mesh.prepare import plane_normal_of_axis
+
     a = result.grid.affine
     _, h, w = result.grid.shape
     point = (a @ np.array([-0.5, (h - 1) / 2, (w - 1) / 2, 1.0]))[:3]
-    normal = -a[:3, 0] / np.linalg.norm(a[:3, 0])
-    return point, normal
+    # Normal of the slice planes (right even on a sheared grid), from the apex toward the base:
+    # stack index s grows toward the apex.
+    return point, -plane_normal_of_axis(a, 0)
 
 
 def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
