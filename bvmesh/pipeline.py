@@ -55,14 +55,18 @@ def _timer():
 def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = None,
             slice_axis: int | None = None, frame: int | None = None,
             roi: tuple[float, float] | None = None, weights: str | os.PathLike | None = None,
-            model=None, device: str = "auto", propagation: bool = True, rv_wall_mm: float = 3.0,
+            model=None, device: str = "auto", propagation: bool = True, fusion: bool = True,
+            rv_wall_mm: float = 3.0,
             probabilities: bool = False, cache_dir: str | os.PathLike | None = None,
             offline: bool | None = None) -> SegmentResult:
     """Segment the LV and RV of one short-axis volume.
 
     ``base_slice`` is the 0-based index of the base along the slice axis of the file as
     stored (detected when None); ``roi`` is the heart centre in voxel indices along the
-    two in-plane axes (found by the locator network when None). ``model`` (from
+    two in-plane axes (found by the locator network when None). ``propagation=False`` is
+    the paper's ablation (every slice alone); ``fusion`` anchors each propagated mask to
+    the initialisation network's reading of its slice (``fusion=False``: the paper's pure
+    propagation; see docs/method.md for why fusion is the default). ``model`` (from
     :func:`bvmesh.load_model`) avoids reloading weights in cohorts; otherwise
     ``weights`` (registry name, path or URL; None = bundled default) is loaded on ``device``.
     """
@@ -80,7 +84,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
                                  "affine": np.round(volume.affine, 6).tolist(),
                                  "spacing_mm": np.round(volume.spacing, 6).tolist()},
                     "weights": weights_info, "device": str(next(model.init.parameters()).device),
-                    "propagation": propagation, "warnings": []}
+                    "propagation": propagation, "fusion": fusion and propagation, "warnings": []}
     axis, geo = _slice_geometry(volume, model, slice_axis, base_slice, roi, report)
     lap("locate")
     grid = geometry.stack_grid(volume.affine, volume.shape, slice_axis=axis,
@@ -91,7 +95,8 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     lap("preprocess")
     from .propagate import segment_stack
 
-    probs = segment_stack(model, stack.image, geo["init_stack"], propagation=propagation)
+    probs = segment_stack(model, stack.image, geo["init_stack"], propagation=propagation,
+                          fusion=fusion)
     lap("network")
     stack_labels = postprocess.clean(postprocess.threshold(probs, model.classes))
     if "rv_myo" not in model.classes and rv_wall_mm > 0:

@@ -27,18 +27,22 @@ def init_slices(model: Model, image: np.ndarray, indices: list[int], *, batch: i
 
 
 @torch.inference_mode()
-def propagate(model: Model, image: np.ndarray, init_index: int) -> np.ndarray:
+def propagate(model: Model, image: np.ndarray, init_index: int,
+              anchor: np.ndarray | None = None) -> np.ndarray:
     """Probabilities (K+1, S, H, W) for the whole stack, propagated from ``init_index``.
 
     Each step feeds slice z, its predicted probabilities and slices z+-1..z+-4 and takes
     the 4 predicted masks. Near the ends of the stack the missing slices repeat the
-    last one; their predictions are discarded.
+    last one; their predictions are discarded. With ``anchor`` (per-slice probabilities
+    of the initialisation network, (K+1, S, H, W)), each propagated mask is averaged with
+    the anchor before it is passed on, so errors cannot accumulate from step to step.
     """
     depth = image.shape[0]
     device = next(model.prop.parameters()).device
     k = len(model.classes) + 1
     probs = np.zeros((k, *image.shape), np.float32)
-    probs[:, init_index] = init_slices(model, image, [init_index])[0]
+    probs[:, init_index] = (init_slices(model, image, [init_index])[0] if anchor is None
+                            else anchor[:, init_index])
     fronts = {-1: init_index, 1: init_index}  # direction -> last predicted slice
     while True:
         active = [d for d, z in fronts.items() if 0 <= z + d < depth]
@@ -52,17 +56,25 @@ def propagate(model: Model, image: np.ndarray, init_index: int) -> np.ndarray:
             for step in range(4):
                 z = fronts[d] + d * (step + 1)
                 if 0 <= z < depth:
-                    probs[:, z] = out[row, step]
+                    probs[:, z] = out[row, step] if anchor is None else \
+                        0.5 * (out[row, step] + anchor[:, z])
             fronts[d] = int(np.clip(fronts[d] + 4 * d, -1, depth))
 
 
 def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
-                  propagation: bool = True) -> np.ndarray:
-    """Probabilities for every stack slice; ``propagation=False`` is the paper's ablation
-    (the initialisation network on every slice independently)."""
-    if propagation:
-        return propagate(model, image, init_index)
-    return init_slices(model, image, list(range(image.shape[0]))).transpose(1, 0, 2, 3)
+                  propagation: bool = True, fusion: bool = False) -> np.ndarray:
+    """Probabilities for every stack slice.
+
+    ``propagation=False`` is the paper's ablation (the initialisation network on every
+    slice independently); ``fusion=True`` propagates with every mask anchored to the
+    initialisation network's own reading of that slice (see :func:`propagate`).
+    """
+    if not propagation or fusion:
+        per_slice = init_slices(model, image, list(range(image.shape[0]))).transpose(1, 0, 2, 3)
+        if not propagation:
+            return per_slice
+        return propagate(model, image, init_index, anchor=per_slice)
+    return propagate(model, image, init_index)
 
 
 @torch.inference_mode()

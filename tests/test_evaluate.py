@@ -305,7 +305,7 @@ def test_segment_then_score_with_a_stand_in_segmenter(tmp_path):
     assert [(p.case, p.pred and p.pred.name) for p in pairs] == [("a", "a.nii.gz"), ("b", None)]
     calls = []
 
-    def fake_segment(path, *, model, device, propagation, base_slice):
+    def fake_segment(path, *, model, device, propagation, fusion, base_slice):
         calls.append((path.name, model, propagation, base_slice))
         return SimpleNamespace(labels=heart(), volume=bio.load(path))
 
@@ -389,7 +389,7 @@ class FakeSegmenter:
     def __init__(self, truth):
         self.truth, self.calls = truth, []
 
-    def __call__(self, path, *, model, device, propagation, base_slice):
+    def __call__(self, path, *, model, device, propagation, fusion, base_slice):
         from types import SimpleNamespace
 
         from bvmesh import io as bio

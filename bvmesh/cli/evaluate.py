@@ -82,6 +82,10 @@ def evaluate(
         "--propagation/--no-propagation",
         help="With --cases: propagate from one slice (the method) or segment every slice "
              "alone (the paper's ablation).")] = True,
+    fusion: Annotated[bool, typer.Option(
+        "--fusion/--no-fusion",
+        help="With --cases: anchor each propagated mask to the initialisation network's "
+             "reading of its slice (default), or propagate alone as the paper.")] = True,
     base_from_gt: Annotated[bool, typer.Option(
         "--base-from-gt", help="With --cases: give the ground truth's base slice to the "
                                "segmentation, as the paper's manual base.")] = False,
@@ -119,7 +123,7 @@ def evaluate(
         if cases is not None:
             todo = ev_mod.find_image_cases(cases)
             unpaired = []
-            options = dict(labels=labels, device=device, propagation=propagation,
+            options = dict(labels=labels, device=device, propagation=propagation, fusion=fusion,
                            base_from_gt=base_from_gt, isotropic_mm=iso,
                            save_dir=output / "predictions")
             if folds is not None or held_out:

@@ -45,6 +45,9 @@ def segment_command(
     propagation: bool = typer.Option(True, "--propagation/--no-propagation", help="Propagate "
                                      "from the middle slice (the paper), or segment every slice "
                                      "alone (the paper's ablation)."),
+    fusion: bool = typer.Option(True, "--fusion/--no-fusion", help="Anchor each propagated "
+                                "mask to the initialisation network's reading of its slice "
+                                "(default), or propagate alone exactly as the paper."),
     rv_wall_mm: float = typer.Option(3.0, "--rv-wall-mm", help="Thickness of the geometric RV "
                                      "free wall when the model has no RV-myocardium class."),
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
@@ -62,7 +65,7 @@ def segment_command(
         code = run_segment(inputs or [], output, base_slice=base_slice, base_slices=base_slices,
                            slice_axis=slice_axis, frame=frame, roi=_roi(roi), weights=weights,
                            cache_dir=cache_dir, offline=offline or None, device=device,
-                           propagation=propagation, rv_wall_mm=rv_wall_mm,
+                           propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
                            save_probabilities=save_probabilities, mesh=mesh,
                            skip_existing=skip_existing, as_json=as_json, example=example)
     raise typer.Exit(code)
@@ -70,7 +73,7 @@ def segment_command(
 
 def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, slice_axis, frame, roi,
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
-                mesh, skip_existing, as_json, example) -> int:
+                mesh, skip_existing, as_json, example, fusion: bool = True) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -91,7 +94,7 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
 
     def one(path, base_slice):
         return segment(path, base_slice=base_slice, slice_axis=slice_axis, frame=frame, roi=roi,
-                       model=model, propagation=propagation, rv_wall_mm=rv_wall_mm,
+                       model=model, propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
                        probabilities=save_probabilities)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

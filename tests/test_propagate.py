@@ -1,0 +1,65 @@
+"""The inference engine: which slices each network predicts, and how fusion mixes them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from conftest import TINY_CONFIG
+
+from bvmesh.model import build_model
+from bvmesh.propagate import init_slices, segment_stack
+
+
+class ConstantProp(torch.nn.Module):
+    """A propagation network that always predicts the same class probabilities."""
+
+    def __init__(self, probs: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.log(torch.tensor(probs))
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
+        self.calls = 0
+
+    def forward(self, slices, mask):
+        self.calls += 1
+        n, _, h, w = slices.shape
+        out = self.logits.view(1, 1, -1, 1, 1).expand(n, 4, -1, h, w)
+        return [out]
+
+
+def _model(prop_probs):
+    torch.manual_seed(0)
+    model = build_model(TINY_CONFIG).eval()
+    model.prop = ConstantProp(prop_probs)
+    return model
+
+
+def test_pure_propagation_takes_the_propagation_output_everywhere_but_the_init_slice():
+    model = _model([0.7, 0.1, 0.1, 0.1])
+    image = np.random.default_rng(0).random((13, 128, 128), dtype=np.float32)
+    probs = segment_stack(model, image, 6, fusion=False)
+    init = init_slices(model, image, [6])[0]
+    np.testing.assert_allclose(probs[:, 6], init, atol=1e-6)
+    for z in (0, 2, 5, 7, 10, 12):
+        np.testing.assert_allclose(probs[:, z].mean((1, 2)), [0.7, 0.1, 0.1, 0.1], atol=1e-5)
+    # up and down fronts travel together: 6 slices above and below need 2 batched steps
+    assert model.prop.calls == 2
+
+
+def test_fusion_averages_each_propagated_mask_with_the_slice_own_prediction():
+    model = _model([0.1, 0.2, 0.3, 0.4])
+    image = np.random.default_rng(1).random((9, 128, 128), dtype=np.float32)
+    per_slice = init_slices(model, image, list(range(9))).transpose(1, 0, 2, 3)
+    probs = segment_stack(model, image, 4, fusion=True)
+    np.testing.assert_allclose(probs[:, 4], per_slice[:, 4], atol=1e-6)
+    expected = 0.5 * (np.array([0.1, 0.2, 0.3, 0.4])[:, None, None] + per_slice[:, 0])
+    np.testing.assert_allclose(probs[:, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_no_propagation_is_the_initialisation_network_on_every_slice():
+    model = _model([0.25, 0.25, 0.25, 0.25])
+    image = np.random.default_rng(2).random((5, 128, 128), dtype=np.float32)
+    probs = segment_stack(model, image, 2, propagation=False)
+    np.testing.assert_allclose(probs, init_slices(model, image, list(range(5))).transpose(1, 0, 2, 3),
+                               atol=1e-6)
+    assert model.prop.calls == 0
