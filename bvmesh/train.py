@@ -287,7 +287,7 @@ def run(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, device: 
     cfg.model = {**cfg.model, "classes": list(classes)}
     cases = find_cases(data_dir)
     train_cases, test_cases = held_out(cases, cfg)
-    record = {"bvmesh_version": __version__, "data": str(data_dir), "cases": len(train_cases),
+    record = {"bvmesh_version": __version__, "data": Path(data_dir).name, "cases": len(train_cases),
               "held_out_subjects": sorted({c.subject for c in test_cases}),
               "data_fingerprint": fingerprint(train_cases), "train_config": asdict(cfg),
               "device": str(device)}
