@@ -9,7 +9,9 @@ import numpy as np
 
 from .io import atomic_write
 
-COLOURS = {1: "#ff4040", 2: "#40ff40", 3: "#40a0ff", 4: "#ffd040"}
+#: Drawn in this order: the walls first, then the pools, so that the endocardial edge (shared
+#: by a pool and its wall) shows in the pool's colour and the epicardium in the wall's.
+COLOURS = {2: "#40ff40", 4: "#ffd040", 1: "#ff4040", 3: "#40a0ff"}
 NAMES = {1: "LV pool", 2: "LV myo", 3: "RV pool", 4: "RV myo"}
 
 
@@ -50,7 +52,7 @@ def montage(image: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, s
                 ax.contour(lab == value, levels=[0.5], colors=colour, linewidths=0.8)
         note = f" {marks[index]}" if marks and index in marks else ""
         ax.set_title(f"slice {index}{note}", fontsize=8)
-    handles = [plt.Line2D([], [], color=c, label=NAMES[v]) for v, c in COLOURS.items()]
+    handles = [plt.Line2D([], [], color=COLOURS[v], label=NAMES[v]) for v in sorted(COLOURS)]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
