@@ -98,11 +98,12 @@ REGISTRY: dict[str, ModelEntry] = {
             version="1",
             file=_ACDC_V1_FILE,
             urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V1_FILE),),
-            # Filled in by whoever trains and releases the file: `sha256sum` and `stat -c %s`.
-            sha256=None,
-            size=None,
+            # `sha256sum FILE` and `stat -c %s FILE` of the shipped file (docs/weights.md).
+            sha256="41943b075517b98d2ca6237f70a10e5718a5e5921e323612c99248a556a3bae9",
+            size=2378143,
             classes=("lv_pool", "lv_myo", "rv_pool"),
-            training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels",
+            training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
+                          "(2400 iterations on a 2-core CPU; docs/model-card.md)",
             licence="CC-BY-NC-SA-4.0",
             description="Default: init + propagation networks of the paper, trained on ACDC",
             bundled=True,
