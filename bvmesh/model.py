@@ -38,6 +38,8 @@ class Model:
     locator: Locator
     config: dict
     record: dict = field(default_factory=dict)
+    #: Where the weights came from (name, path, sha256), filled by pipeline.load_weights.
+    source: dict = field(default_factory=dict)
 
     @property
     def classes(self) -> tuple[str, ...]:

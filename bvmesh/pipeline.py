@@ -76,7 +76,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     if model is None:
         model, weights_info = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
     else:
-        weights_info = getattr(model, "source", {})
+        weights_info = model.source
     lap("load_model")
     report: dict = {"bvmesh_version": __version__, "input": volume.source,
                     "shape": list(volume.shape), "frame": volume.frame,
