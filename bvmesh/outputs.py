@@ -84,14 +84,24 @@ def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
 
 def _write_mesh(result: SegmentResult, folder: Path) -> dict:
     from .mesh import surface_mesh, write_mesh
+    from .mesh.repair import cap_truncated_end
 
-    surf = surface_mesh(result.stack_labels, result.grid.affine, base_plane=base_plane(result))
+    # Stack slice s grows toward the apex and the stack ends with the scan: pools that
+    # reach its last slice were cut by the field of view, not by anatomy.
+    labels, capped = cap_truncated_end(result.stack_labels, axis=0, end=-1)
+    surf = surface_mesh(labels, result.grid.affine, base_plane=base_plane(result))
     write_mesh(surf, folder / "mesh.vtp")
     write_mesh(surf, folder / "mesh.stl")
     if not surf.quality.get("passed", False):
         log.warning("%s: mesh failed the quality gate (%s); it is written, see report.json",
                     folder.name.split(".partial")[0].lstrip("."), ", ".join(surf.quality.get("failed", [])))
-    return {"quality": surf.quality, "notes": list(surf.notes),
+    notes = list(surf.notes)
+    if capped:
+        voxel_ml = abs(np.linalg.det(result.grid.affine[:3, :3])) / 1000
+        notes.insert(0, f"the scan ends before the apex: the blood pools on its last 2 isotropic "
+                        f"slices were closed as myocardium for the mesh ({capped * voxel_ml:.2f} ml; "
+                        "labels.nii.gz is unchanged)")
+    return {"quality": surf.quality, "notes": notes,
             "vertices": int(len(surf.vertices)), "faces": int(len(surf.faces))}
 
 

@@ -185,3 +185,21 @@ def test_gate_catches_holes_flips_handles_and_intersections():
     assert q["euler_characteristic"]["genus"] == 1 and not q["passed"]
     q = quality_report(v * [1, 1, 1], f, voxel_volume_mm3=4 / 3 * np.pi * 1000 * 1.1)
     assert "volume" in q["failed"]
+
+
+def test_cap_truncated_end_closes_pools_cut_by_the_scan_and_leaves_complete_hearts():
+    from bvmesh.mesh.repair import cap_truncated_end
+
+    labels = np.zeros((6, 5, 5), np.uint8)
+    labels[:, 1:4, 1:4] = 2
+    labels[:, 2, 2] = 1  # LV pool running out of the last slice
+    labels[:, 2, 3] = 3
+    capped, n = cap_truncated_end(labels, axis=0, end=-1)
+    assert n == 4
+    assert capped[-2:, 2, 2].tolist() == [2, 2] and capped[-2:, 2, 3].tolist() == [4, 4]
+    assert (capped[:-2] == labels[:-2]).all()
+    assert (labels[-1, 2, 2] == 1)  # the input is not modified
+    closed = labels.copy()
+    closed[-1] = 2  # the heart ends inside the scan: nothing to cap
+    same, n = cap_truncated_end(closed, axis=0, end=-1)
+    assert n == 0 and (same == closed).all()
