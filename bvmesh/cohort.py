@@ -137,12 +137,12 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
 def _read_report(folder: Path) -> dict:
     import json
 
-    return json.loads((folder / REPORT).read_text())
+    return json.loads((folder / REPORT).read_text(encoding="utf-8"))
 
 
 def write_summary(outcomes: list[CaseOutcome], path: Path) -> Path:
     def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
             writer.writeheader()
             for o in outcomes:

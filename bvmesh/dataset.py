@@ -61,7 +61,8 @@ def find_cases(data_dir: str | Path) -> list[Case]:
 def _group(folder: Path) -> str:
     info = folder / "Info.cfg"
     if info.is_file():
-        match = re.search(r"^Group:\s*(\S+)", info.read_text(), re.MULTILINE)
+        text = info.read_text(encoding="utf-8", errors="replace")
+        match = re.search(r"^Group:\s*(\S+)", text, re.MULTILINE)
         if match:
             return match.group(1)
     return ""

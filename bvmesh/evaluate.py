@@ -958,7 +958,7 @@ def write_results(ev: Evaluation, out_dir: str | Path, *, plots: bool = True) ->
     written = []
     for name, text in texts.items():
         written.append(bio.atomic_write(out_dir / name,
-                                        lambda tmp, text=text: tmp.write_text(text)))
+                                        lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")))
     if plots and any(c.scored for c in ev.cases):
         from . import plots as bplots
 

@@ -74,7 +74,8 @@ def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
         _write_qc(result, tmp / "qc.png")
         files.append("qc.png")
         report["outputs"] = files + [REPORT]
-        (tmp / REPORT).write_text(json.dumps(report, indent=2, default=_json_default))
+        (tmp / REPORT).write_text(json.dumps(report, indent=2, default=_json_default),
+                                  encoding="utf-8")
         _swap_into_place(tmp, final)
     finally:
         if tmp.exists():

@@ -298,9 +298,9 @@ def run(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, device: 
         trainer.resume()
     elif log_path.exists():
         log_path.unlink()
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
     start, t0 = trainer.iteration, time.perf_counter()
-    with log_path.open("a", newline="") as fh:
+    with log_path.open("a", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         if start == 0:
             writer.writerow(["iteration", "seconds", "lr", "init", "prop", "locator"])
@@ -328,7 +328,7 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(csv_path.open()))
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
     if not rows:
         return
     it = np.array([int(r["iteration"]) for r in rows])

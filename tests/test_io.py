@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import locale
 
 import nibabel as nib
 import numpy as np
@@ -36,7 +37,19 @@ def integer_volume(shape=(20, 24, 6), seed: int = 0) -> np.ndarray:
 
 
 def write_dicom_series(data: np.ndarray, affine: np.ndarray, folder) -> None:
-    """One DICOM file per slice with ImagePositionPatient / ImageOrientationPatient (LPS)."""
+    """One DICOM file per slice with ImagePositionPatient / ImageOrientationPatient (LPS).
+
+    ITK's DICOM writer switches the process locale to "C" (ASCII); it is restored so
+    that later tests run with the locale they started with.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(data, affine, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_slices(data: np.ndarray, affine: np.ndarray, folder) -> None:
     folder.mkdir()
     volume = sitk.Cast(sitk_image(data, affine), sitk.sitkInt16)
     d = volume.GetDirection()

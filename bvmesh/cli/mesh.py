@@ -113,7 +113,7 @@ def run_mesh(labels: Path, output: Path | None, *, label_map: str = "bvmesh",
                                 "normal": [round(float(x), 6) for x in surf.base_plane[1]]},
               "markers": {"base": 10, "rv": 20, "lv": 30, "epi": 40}}
     text = json.dumps(report, indent=2)
-    io.atomic_write(report_path, lambda tmp: Path(tmp).write_text(text))
+    io.atomic_write(report_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return report
 
 

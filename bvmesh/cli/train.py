@@ -17,7 +17,7 @@ def _load_config(path: Path | None) -> dict:
     from ..errors import InputError
 
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"{path}: cannot read the training config ({exc})") from exc
 

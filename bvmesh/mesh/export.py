@@ -125,7 +125,7 @@ def _write_vtp(path: Path, verts, faces, tags) -> None:
   <!-- bvmesh: world RAS mm; tag (ldrb markers) {names} -->
 </VTKFile>
 """
-    Path(path).write_text(text)
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def _write_stl(path: Path, verts, faces, tags) -> None:
@@ -144,7 +144,7 @@ def _write_stl(path: Path, verts, faces, tags) -> None:
 
 
 def _write_obj(path: Path, verts, faces, tags) -> None:
-    with open(path, "w") as fh:
+    with open(path, "w", encoding="utf-8") as fh:
         fh.write("# bvmesh surface, world RAS mm; one group per ldrb tag\n")
         np.savetxt(fh, verts, fmt="v %.9g %.9g %.9g")
         for t in np.unique(tags):
@@ -214,7 +214,7 @@ def _write_carp(path: Path, verts, faces, tags, tetra, base_plane) -> list[str]:
 
     def emit(suffix: str, text_head: str, body: np.ndarray, fmt: str) -> None:
         target = Path(f"{stem}{suffix}")
-        with open(target, "w") as fh:
+        with open(target, "w", encoding="utf-8") as fh:
             fh.write(text_head)
             if len(body):
                 np.savetxt(fh, body, fmt=fmt)

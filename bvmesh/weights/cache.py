@@ -77,7 +77,7 @@ def read_memo(path: Path) -> str | None:
     """The remembered SHA-256 of `path` if its memo matches the file's current stat, else None."""
     try:
         st = path.stat()
-        memo = json.loads(memo_path(path).read_text())
+        memo = json.loads(memo_path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(memo, dict) or {k: memo.get(k) for k in ("size", "mtime_ns", "inode")} \
@@ -94,7 +94,7 @@ def write_memo(path: Path, digest: str) -> None:
         target = memo_path(path)
         tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            tmp.write_text(json.dumps(record) + "\n")
+            tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
             os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -146,7 +146,7 @@ def file_sha256(path: str | os.PathLike, *, memo: bool = True, force: bool = Fal
 def read_memo_raw(path: Path) -> str | None:
     """The digest recorded in `path`'s memo whatever the file's stat now (for `verify`)."""
     try:
-        memo = json.loads(memo_path(path).read_text())
+        memo = json.loads(memo_path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     digest = memo.get("sha256") if isinstance(memo, dict) else None
