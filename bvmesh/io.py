@@ -221,17 +221,6 @@ def save_like(array: np.ndarray, reference: Volume, path: str | os.PathLike,
     return atomic_write(Path(path), lambda tmp: nib.save(img, str(tmp)))
 
 
-def save_volume(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
-                *, dtype=np.float32) -> Path:
-    """Write an array on its own grid (e.g. the isotropic stack) as NIfTI."""
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.asarray(array).astype(dtype), affine)
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
-    return atomic_write(Path(path), lambda tmp: nib.save(img, str(tmp)))
-
-
 def atomic_write(path: Path, write) -> Path:
     """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
 

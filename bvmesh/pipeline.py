@@ -85,7 +85,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
                                  "spacing_mm": np.round(volume.spacing, 6).tolist()},
                     "weights": weights_info, "device": str(next(model.init.parameters()).device),
                     "propagation": propagation, "fusion": fusion and propagation, "warnings": []}
-    axis, geo = _slice_geometry(volume, model, slice_axis, base_slice, roi, report)
+    axis, geo = _slice_geometry(volume, model, slice_axis, base_slice, roi)
     lap("locate")
     grid = geometry.stack_grid(volume.affine, volume.shape, slice_axis=axis,
                                base_slice=geo["base_slice"], apex_sign=geo["apex_sign"],
@@ -139,16 +139,11 @@ def load_weights(spec, device: str = "auto", *, cache_dir=None, offline=None):
     return model, info
 
 
-def _slice_geometry(volume: io.Volume, model, slice_axis, base_slice, roi, report) -> tuple[int, dict]:
+def _slice_geometry(volume: io.Volume, model, slice_axis, base_slice, roi) -> tuple[int, dict]:
     """Slice axis, heart ROI, base, apex direction and initialisation slice, with reasons."""
     from .propagate import locate
 
-    if slice_axis is None:
-        axis, axis_why = geometry.find_slice_axis(volume.spacing, volume.shape)
-    else:
-        if slice_axis not in (0, 1, 2):
-            raise GeometryError(f"{volume.source}: --slice-axis must be 0, 1 or 2, not {slice_axis}")
-        axis, axis_why = slice_axis, f"axis {slice_axis}: given by --slice-axis"
+    axis, axis_why = _slice_axis(volume, slice_axis)
     n = volume.shape[axis]
     if base_slice is not None and not 0 <= base_slice < n:
         raise GeometryError(f"{volume.source}: --base-slice {base_slice} is outside the "
@@ -164,23 +159,9 @@ def _slice_geometry(volume: io.Volume, model, slice_axis, base_slice, roi, repor
     else:
         raise GeometryError(f"{volume.source}: no heart found by the locator; pass --roi I,J "
                             "(heart centre in voxels) and --base-slice")
-    if base_slice is None:
-        if not areas.any():
-            raise GeometryError(f"{volume.source}: cannot detect the base without a located heart; "
-                                "pass --base-slice")
-        base, sign, base_why = geometry.base_from_areas(areas)
-    else:
-        base, base_why = base_slice, "given by --base-slice"
-        sign = geometry.apex_sign_from_areas(areas, base) if areas.any() else (1 if base < n / 2 else -1)
-    spacing = volume.spacing[axis]
-    if areas.any():
-        first, last = geometry.heart_extent(areas)
-        apex = last if sign > 0 else first
-        if (apex - base) * sign <= 0:
-            apex = n - 1 if sign > 0 else 0
-    else:
-        apex = n - 1 if sign > 0 else 0
-    step = spacing / 1.25
+    base, sign, apex, base_why = _base_and_apex(volume, areas, base_slice, n)
+    # The initialisation slice sits halfway from base to apex, on the stack's own grid.
+    step = volume.spacing[axis] / model.config["spacing_mm"]
     init_stack = int(round(abs(apex - base) * step / 2))
     init_slice = base + sign * init_stack / step
     report_geo = {"slice_axis": axis, "slice_axis_reason": axis_why, "n_slices": n,
@@ -192,6 +173,33 @@ def _slice_geometry(volume: io.Volume, model, slice_axis, base_slice, roi, repor
                   "heart_area_mm2_per_slice": [round(float(a)) for a in areas]}
     return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
                   "init_stack": init_stack, "report": report_geo}
+
+
+def _slice_axis(volume: io.Volume, slice_axis: int | None) -> tuple[int, str]:
+    if slice_axis is None:
+        return geometry.find_slice_axis(volume.spacing, volume.shape)
+    if slice_axis not in (0, 1, 2):
+        raise GeometryError(f"{volume.source}: --slice-axis must be 0, 1 or 2, not {slice_axis}")
+    return slice_axis, f"axis {slice_axis}: given by --slice-axis"
+
+
+def _base_and_apex(volume: io.Volume, areas: np.ndarray, base_slice: int | None,
+                   n: int) -> tuple[int, int, int, str]:
+    """(base, apex direction +-1, apex slice, why) from the given base or the heart areas."""
+    if base_slice is None:
+        if not areas.any():
+            raise GeometryError(f"{volume.source}: cannot detect the base without a located heart; "
+                                "pass --base-slice")
+        base, sign, why = geometry.base_from_areas(areas)
+    else:
+        base, why = base_slice, "given by --base-slice"
+        sign = geometry.apex_sign_from_areas(areas, base) if areas.any() else (1 if base < n / 2 else -1)
+    end = n - 1 if sign > 0 else 0
+    if not areas.any():
+        return base, sign, end, why
+    first, last = geometry.heart_extent(areas)
+    apex = last if sign > 0 else first
+    return base, sign, apex if (apex - base) * sign > 0 else end, why
 
 
 def measurements(labels: np.ndarray, affine: np.ndarray) -> dict:

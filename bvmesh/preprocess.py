@@ -115,7 +115,6 @@ class HeartLocation:
 
     center: tuple[float, float]
     areas_mm2: np.ndarray
-    mask: np.ndarray  # on the locator grid
 
 
 def heart_from_mask(mask: np.ndarray, grid: StackGrid) -> HeartLocation:
@@ -126,8 +125,8 @@ def heart_from_mask(mask: np.ndarray, grid: StackGrid) -> HeartLocation:
         mask = labelled == (1 + int(np.argmax(sizes)))
     areas = mask.sum((1, 2)) * grid.spacing_mm ** 2
     if not mask.any():
-        return HeartLocation((np.nan, np.nan), areas.astype(float), mask)
+        return HeartLocation((np.nan, np.nan), areas.astype(float))
     _, r, c = ndimage.center_of_mass(mask)
     point = grid.to_input @ np.array([0.0, r, c, 1.0])
     axes = [a for a in range(3) if grid.to_input[a, 0] == 0]
-    return HeartLocation((float(point[axes[0]]), float(point[axes[1]])), areas.astype(float), mask)
+    return HeartLocation((float(point[axes[0]]), float(point[axes[1]])), areas.astype(float))

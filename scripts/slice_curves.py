@@ -4,7 +4,7 @@ per structure (the paper's Fig. 3, right, with and without propagation).
     python scripts/slice_curves.py OUT.png NAME=results/slices.csv [NAME=...]
 
 Each case's slices are placed on a common base (0) to apex (1) axis and binned in tenths;
-the curve is the median over cases in each bin.
+the curve is the median over cases in each bin. The curves are also printed.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main() -> None:
                                                          key=lambda kv: list(TITLES).index(kv[0]))):
             ax.plot(x, y, marker="o", ms=3, label=name)
             ax.set_title(TITLES[structure])
+            print(f"{name} | {TITLES[structure]} | base to apex: "
+                  + " ".join(f"{v:.2f}" for v in y))
     for ax in axes:
         ax.set_xticks([0, 0.5, 1], ["base", "mid", "apex"])
         ax.set_ylim(0, 1)
