@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import GeometryError, InputError
 from ..labels import LV_MYO, RV_MYO, RV_POOL
-from . import prepare, repair, surface, tags
+from . import prepare, repair, surface, tags, topology
 from .export import write_mesh
 from .quality import quality_report
 from .tags import BASE, EPI, LV, MARKERS, RV, TAG_NAMES
@@ -155,6 +155,11 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
                             "the plane's normal points from apex toward base")
     ext = surface.extrude_across_plane(labels, dist, affine, normal, h)
     mask = np.isin(ext, (LV_MYO, RV_MYO))
+    if repair_topology:
+        plugs = _close_handles(mask & allowed, notes, voxel_ml)
+        mask |= plugs
+        ext[plugs] = LV_MYO
+        voxel_volume += float(plugs.sum()) * voxel_ml * 1000
     field_mm = np.maximum(surface.signed_distance(mask, spacing), dist)
     field_mm = np.pad(field_mm, 1, constant_values=h)  # a closed field at the array border
     shift = np.eye(4)
@@ -174,6 +179,18 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
     for note in notes:
         log.info(note)
     return SurfaceMesh(verts, faces, face_tags, quality, tuple(notes), (point, normal))
+
+
+def _close_handles(solid: np.ndarray, notes: list[str], voxel_ml: float) -> np.ndarray:
+    """Plugs closing the tunnels the wall repairs left (ragged apical tips, gaps
+    between walls): what marching cubes would turn into handles."""
+    if topology.is_ball(solid):
+        return np.zeros_like(solid)
+    before = topology.genus(solid)
+    plugs = topology.close_handles(solid)
+    notes.append(f"closed {before} handle(s) of the myocardium with {plugs.sum() * voxel_ml:.2f} "
+                 "ml of plugs at their narrowest")
+    return plugs
 
 
 def tetra_mesh(surf: SurfaceMesh, *, edge_mm: float = 1.5, **kwargs) -> TetraMesh:
