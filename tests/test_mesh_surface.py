@@ -203,3 +203,47 @@ def test_cap_truncated_end_closes_pools_cut_by_the_scan_and_leaves_complete_hear
     closed[-1] = 2  # the heart ends inside the scan: nothing to cap
     same, n = cap_truncated_end(closed, axis=0, end=-1)
     assert n == 0 and (same == closed).all()
+
+
+def _brute_force_crossings(v, f):
+    """The reference: every face pair, no broad phase, no shortcut. Faces sharing an
+    edge cross when folded flat; otherwise an edge of one crosses the other triangle,
+    edges through a shared vertex excepted."""
+    from bvmesh.mesh.quality import _segment_hits
+
+    p = v[f]
+    normals = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    hits = 0
+    for i in range(len(f) - 1):
+        j = np.arange(i + 1, len(f))
+        in_j = (f[i][None, :, None] == f[j][:, None, :]).any(axis=2)  # (J, 3): corner of i in j
+        in_i = (f[j][:, :, None] == f[i][None, None, :]).any(axis=2)  # (J, 3): corner of j in i
+        n_shared = in_j.sum(axis=1)
+        a, b = np.broadcast_to(p[i], (len(j), 3, 3)), p[j]
+        crossed = np.zeros(len(j), bool)
+        for k in range(3):
+            k1 = (k + 1) % 3
+            crossed |= _segment_hits(a[:, k], a[:, k1], b[:, 0], b[:, 1], b[:, 2]) \
+                & ~in_j[:, k] & ~in_j[:, k1]
+            crossed |= _segment_hits(b[:, k], b[:, k1], a[:, 0], a[:, 1], a[:, 2]) \
+                & ~in_i[:, k] & ~in_i[:, k1]
+        folded = (normals[j] @ normals[i]) < -0.999
+        hits += int(np.where(n_shared == 2, folded, crossed & (n_shared < 2)).sum())
+    return hits
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_self_intersection_count_matches_brute_force_on_crumpled_spheres(seed):
+    """The broad phase and the flat-ring shortcut must not lose a crossing."""
+    from bvmesh.mesh.quality import self_intersections
+
+    v, f = _sphere(radius=10.0)
+    rng = np.random.default_rng(seed)
+    v = v.copy()
+    pushed = rng.choice(len(v), 25, replace=False)
+    v[pushed] *= rng.uniform(0.6, 1.3, (25, 1))  # spikes and dents: rings that fold
+    v += rng.normal(0, 0.4, v.shape)
+    want = _brute_force_crossings(v, f)
+    assert want > 0
+    assert self_intersections(v, f) == want

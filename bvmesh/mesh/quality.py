@@ -72,20 +72,72 @@ def _segment_hits(p0, p1, a, b, c, tol=1e-7) -> np.ndarray:
     return ok & (u > tol) & (v > tol) & (u + v < 1 - tol) & (t > tol) & (t < 1 - tol)
 
 
+def _close_pairs(p: np.ndarray) -> np.ndarray:
+    """Face pairs (i < j) whose bounding spheres about the centroids meet and whose
+    bounding boxes overlap: a superset of the pairs that can cross. The common radius
+    is the 99th percentile; the few larger faces are queried with their own."""
+    centres = p.mean(axis=1)
+    radius = np.linalg.norm(p - centres[:, None], axis=2).max(axis=1)
+    r0 = float(np.percentile(radius, 99))
+    tree = cKDTree(centres)
+    pairs = [tree.query_pairs(2 * r0, output_type="ndarray")]
+    is_big = radius > r0
+    big = np.flatnonzero(is_big)
+    if len(big):
+        near = tree.query_ball_point(centres[big], radius[big] + radius.max())
+        j = np.concatenate([np.asarray(n, np.int64) for n in near])
+        i = np.repeat(big, [len(n) for n in near])
+        # Not already found within 2 r0, and each pair of two big faces once.
+        new = (np.linalg.norm(centres[i] - centres[j], axis=1) > 2 * r0) \
+            & ~(is_big[j] & (j <= i))
+        i, j = i[new], j[new]
+        pairs.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
+    pairs = np.concatenate(pairs).astype(np.int64)
+    # Boxes in float32 (half the memory traffic), widened by far more than its rounding.
+    lo = np.ascontiguousarray((p.min(axis=1) - 1e-4).T, np.float32)
+    hi = np.ascontiguousarray((p.max(axis=1) + 1e-4).T, np.float32)
+    i, j = pairs[:, 0], pairs[:, 1]
+    for a in range(3):  # axis by axis, each on the survivors of the last
+        ok = (lo[a][i] <= hi[a][j]) & (lo[a][j] <= hi[a][i])
+        i, j = i[ok], j[ok]
+    return np.stack([i, j], axis=1)
+
+
+def flat_stars(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Per vertex: is its ring of faces the graph of a function over the plane normal to
+    the vertex normal? (Every face positively oriented in that projection, projected
+    angles summing to one turn.) Two faces of such a ring cannot cross."""
+    p = verts[faces]
+    fn = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    idx = faces.ravel()
+    vn = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(verts))
+                   for c in range(3)], axis=1)
+    vn /= np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-300)
+    bad = np.zeros(len(verts), bool)
+    turn = np.zeros(len(verts))
+    for k in range(3):
+        v = faces[:, k]
+        n = vn[v]
+        bad[v[np.einsum("ij,ij->i", fn, n) <= 0]] = True
+        u = p[:, (k + 1) % 3] - p[:, k]
+        w = p[:, (k + 2) % 3] - p[:, k]
+        u -= np.einsum("ij,ij->i", u, n)[:, None] * n
+        w -= np.einsum("ij,ij->i", w, n)[:, None] * n
+        angle = np.arctan2(np.linalg.norm(np.cross(u, w), axis=1), np.einsum("ij,ij->i", u, w))
+        turn += np.bincount(v, angle, minlength=len(verts))
+    return ~bad & (turn < 3 * np.pi)
+
+
 def self_intersections(verts: np.ndarray, faces: np.ndarray, chunk: int = 200_000) -> int:
     """Number of face pairs that cross each other (folded neighbours included)."""
     p = verts[faces]
-    centres = p.mean(axis=1)
-    radius = float(np.linalg.norm(p - centres[:, None], axis=2).max())
-    pairs = cKDTree(centres).query_pairs(2 * radius, output_type="ndarray")
+    pairs = _close_pairs(p)
     if len(pairs) == 0:
         return 0
-    lo, hi = p.min(axis=1), p.max(axis=1)
+    flat = flat_stars(verts, faces)
     hits = 0
     for s in range(0, len(pairs), chunk):
         i, j = pairs[s:s + chunk, 0], pairs[s:s + chunk, 1]
-        overlap = np.all((lo[i] <= hi[j]) & (lo[j] <= hi[i]), axis=1)
-        i, j = i[overlap], j[overlap]
         fi, fj = faces[i], faces[j]
         shared = (fi[:, :, None] == fj[:, None, :])
         n_shared = shared.sum(axis=(1, 2))
@@ -97,11 +149,14 @@ def self_intersections(verts: np.ndarray, faces: np.ndarray, chunk: int = 200_00
             crossed |= _segment_hits(a[:, k], a[:, (k + 1) % 3], b[:, 0], b[:, 1], b[:, 2])
             crossed |= _segment_hits(b[:, k], b[:, (k + 1) % 3], a[:, 0], a[:, 1], a[:, 2])
         hits += int(crossed.sum())
-        # One shared vertex: only the edges opposite to it can cross the other triangle.
+        # One shared vertex: only the edges opposite to it can cross the other triangle,
+        # and not at all where the vertex's ring of faces is flat.
         m = n_shared == 1
+        ci = np.argmax(shared.any(axis=2), axis=1)  # corner of the shared vertex in face i
+        m[m] = ~flat[fi[m, ci[m]]]
         if m.any():
             ii, jj, sh = i[m], j[m], shared[m]
-            ci = np.argmax(sh.any(axis=2), axis=1)  # corner of the shared vertex in face i
+            ci = ci[m]
             cj = np.argmax(sh.any(axis=1), axis=1)
             r = np.arange(len(ii))
             pi, pj = p[ii], p[jj]
