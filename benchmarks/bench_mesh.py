@@ -1,35 +1,31 @@
-"""Mesh stage timings on analytic phantoms (median of repeats; not a test).
+"""Mesh stage timings on phantoms and a real prediction (median of repeats; not a test).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mesh.py [--repeats 5] [--no-tetra]
 
 Cases: surface from an isotropic 1.25 mm label map (the `segment` prediction's grid),
-surface from an 8 mm thick-slice label map (upsampled + repaired), tetra mesh at
-1.5 mm edges (needs gmsh). Prints a markdown table for benchmarks/README.md.
+surface of a real prediction (the shipped example scan segmented by the bundled model,
+as `bvmesh segment` meshes it), surface from an 8 mm thick-slice label map (upsampled +
+repaired), tetra mesh at 1.5 mm edges (needs gmsh). Prints a markdown table for
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phantoms import make_phantom  # noqa: E402
+from timing import timed  # noqa: E402
 
+from bvmesh import segment  # noqa: E402
+from bvmesh.examples import EXAMPLE  # noqa: E402
 from bvmesh.mesh import surface_mesh, tetra_mesh  # noqa: E402
-
-
-def timed(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
+from bvmesh.outputs import mesh_of  # noqa: E402
 
 
 def main() -> None:
@@ -43,6 +39,11 @@ def main() -> None:
     t, s = timed(lambda: surface_mesh(iso.labels, iso.affine), args.repeats)
     rows.append(("surface, isotropic 1.25 mm " + "x".join(map(str, iso.labels.shape)), t,
                  f"{len(s.faces)} faces, gate {'passed' if s.quality['passed'] else 'FAILED'}"))
+    real = segment(EXAMPLE)
+    t, (s, _) = timed(lambda: mesh_of(real), args.repeats)
+    rows.append(("surface, real prediction (example scan) " + "x".join(
+        map(str, real.stack_labels.shape)), t,
+        f"{len(s.faces)} faces, gate {'passed' if s.quality['passed'] else 'FAILED'}"))
     t, s = timed(lambda: surface_mesh(thick.labels, thick.affine), args.repeats)
     rows.append(("surface, 8 mm slices " + "x".join(map(str, thick.labels.shape)), t,
                  f"{len(s.faces)} faces, gate {'passed' if s.quality['passed'] else 'FAILED'}"))

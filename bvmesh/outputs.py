@@ -83,14 +83,22 @@ def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
     return final
 
 
-def _write_mesh(result: SegmentResult, folder: Path) -> dict:
-    from .mesh import surface_mesh, write_mesh
+def mesh_of(result: SegmentResult):
+    """The tagged surface of a segmentation: its isotropic stack prediction meshed with
+    the base plane at the base slice. Returns (SurfaceMesh, voxels capped at the apex)."""
+    from .mesh import surface_mesh
     from .mesh.repair import cap_truncated_end
 
     # Stack slice s grows toward the apex and the stack ends with the scan: pools that
     # reach its last slice were cut by the field of view, not by anatomy.
     labels, capped = cap_truncated_end(result.stack_labels, axis=0, end=-1)
-    surf = surface_mesh(labels, result.grid.affine, base_plane=base_plane(result))
+    return surface_mesh(labels, result.grid.affine, base_plane=base_plane(result)), capped
+
+
+def _write_mesh(result: SegmentResult, folder: Path) -> dict:
+    from .mesh import write_mesh
+
+    surf, capped = mesh_of(result)
     write_mesh(surf, folder / "mesh.vtp")
     write_mesh(surf, folder / "mesh.stl")
     if not surf.quality.get("passed", False):
