@@ -247,3 +247,25 @@ def test_self_intersection_count_matches_brute_force_on_crumpled_spheres(seed):
     want = _brute_force_crossings(v, f)
     assert want > 0
     assert self_intersections(v, f) == want
+
+
+@pytest.mark.parametrize("base_at_start", [False, True])
+def test_a_pool_that_stops_below_the_base_is_opened_not_filled(base_at_start):
+    """ACDC's basal slice often has no RV: the RV pool must still open at the base,
+    not be sealed by its wall and filled with myocardium."""
+    phantom = make_phantom((1.5, 1.5, 8.0), truth=False, rv_wall_mm=0.0,
+                           base_at_start=base_at_start)
+    labels = phantom.labels.copy()
+    heart = np.flatnonzero(labels.any(axis=(0, 1)))
+    top = heart[0] if base_at_start else heart[-1]
+    labels[:, :, top][labels[:, :, top] == 3] = 0  # no RV pool on the basal slice
+    plane = (phantom.base_point, phantom.base_normal)
+    surf = surface_mesh(labels, phantom.affine, base_plane=plane)
+    assert surf.quality["passed"], surf.quality["failed"]
+    note = [n for n in surf.notes if "RV blood pool ended" in n]
+    assert note and "extended to it" in note[0]
+    assert "enclosed cavities 0.00 ml" in " ".join(surf.notes)
+    full = surface_mesh(phantom.labels, phantom.affine, base_plane=plane)
+    area, full_area = surf.quality["tag_area_mm2"], full.quality["tag_area_mm2"]
+    assert area["rv"] > 0.8 * full_area["rv"]  # the RV cavity is kept and tagged
+    assert not any("blood pool ended" in n for n in full.notes)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import GeometryError, InputError
-from ..labels import LV_MYO, RV_MYO, RV_POOL
+from ..labels import LV_MYO, LV_POOL, RV_MYO, RV_POOL
 from . import prepare, repair, surface, tags, topology
 from .export import write_mesh
 from .quality import quality_report
@@ -135,6 +135,13 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
     dist = repair.below_plane(labels.shape, affine, point, normal)
     allowed = dist < 0
 
+    if repair_topology:
+        labels, opened = repair.open_pools_at_base(labels, affine, dist, normal)
+        for pool, (n, gap) in opened.items():
+            side = "LV" if pool == LV_POOL else "RV"
+            notes.append(f"the {side} blood pool ended {gap:.1f} mm below the base plane: "
+                         f"extended to it ({n * voxel_ml:.2f} ml) so the ventricle is open "
+                         "at the base")
     if (labels == RV_POOL).any() and not (labels == RV_MYO).any():
         labels, n = repair.add_rv_wall(labels, affine, rv_wall_mm, allowed)
         notes.append(f"no RV myocardium label: built a geometric RV free wall, a {rv_wall_mm:g} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..labels import LV_MYO, LV_POOL, RV_MYO, RV_POOL
+from ..labels import BACKGROUND, LV_MYO, LV_POOL, RV_MYO, RV_POOL
 
 SIX = ndimage.generate_binary_structure(3, 1)
 
@@ -37,6 +37,47 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     return lab == int(np.argmax(sizes))
+
+
+def open_pools_at_base(labels: np.ndarray, affine: np.ndarray, plane_dist: np.ndarray,
+                       normal: np.ndarray, reach_mm: float = 10.0
+                       ) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+    """Extend every blood pool that stops short of the base plane up to it.
+
+    A ventricle is open at the base; a pool that ends a slice or more below the plane
+    (the RV often does on the basal slice of a short-axis stack) would otherwise be
+    sealed by its wall and filled. Each column of voxels along the axis nearest the
+    plane normal whose pool ends within ``reach_mm`` of the pool's top (about a slice)
+    is filled from its last pool voxel toward the base, through background and the
+    pool's own wall, up to the plane or the first other structure.
+    Returns (labels, {pool label: (voxels added, gap to the plane in mm)}).
+    """
+    dirs = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    cos = dirs.T @ np.asarray(normal, float)
+    axis = int(np.argmax(np.abs(cos)))
+    spacing = float(np.linalg.norm(affine[:3, axis]))
+    step = 1 if cos[axis] > 0 else -1
+
+    def base_up(a: np.ndarray) -> np.ndarray:  # a view with the base at the high end of axis 0
+        return np.moveaxis(a, axis, 0)[::step]
+
+    out, dist = base_up(labels).copy(), base_up(plane_dist)
+    added: dict[int, tuple[int, float]] = {}
+    for pool, wall in ((LV_POOL, LV_MYO), (RV_POOL, RV_MYO)):
+        m = out == pool
+        if not m.any() or (m & (dist > -spacing)).any():
+            continue  # absent, or reaches the plane already
+        # Columns whose pool ends within ``reach_mm`` of the pool's top (its tapered top,
+        # not the flanks of a pool wider lower down), above their last pool voxel.
+        level = np.arange(len(m)).reshape(-1, 1, 1)
+        last = np.where(m, level, -1).max(axis=0)
+        columns = last >= last.max() - reach_mm / spacing
+        beyond = (level > last) & columns
+        free = (dist < 0) & np.isin(out, (BACKGROUND, wall))
+        fill = beyond & np.logical_and.accumulate(free | ~beyond, axis=0)
+        out[fill] = pool
+        added[pool] = (int(fill.sum()), float(-dist[m].max()))
+    return np.ascontiguousarray(np.moveaxis(out[::step], 0, axis)), added
 
 
 def add_rv_wall(labels: np.ndarray, affine: np.ndarray, wall_mm: float,

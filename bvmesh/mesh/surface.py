@@ -41,18 +41,18 @@ def extrude_across_plane(labels: np.ndarray, plane_dist: np.ndarray, affine: np.
 
 
 def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Signed distance (mm, negative inside) of a 3D mask near its boundary, zero on its
-    voxel faces: +-h/2 on the voxels touching the other side (h the mean spacing), +-3h/2
-    beyond. That is all marching cubes reads (every edge it cuts joins two boundary
-    voxels, so the vertex lands on the voxel face) and all the base-plane cut needs (the
-    plane's distance wins wherever it is above -h), at the cost of two erosions instead
-    of two Euclidean distance transforms."""
+    """Signed distance (mm, negative inside) of a 3D mask, zero on its voxel faces.
+
+    Exact Euclidean distances matter, not only their signs: on cubes with an ambiguous
+    face or interior, marching cubes decides from the corner values whether the object
+    joins across, and with these values its surface has the 26/6 topology of the mask
+    (so bvmesh.mesh.topology's genus is the surface's). A cheaper +-h/2 field gave
+    genus 5 on a mask of genus 0 (ACDC patient006 ED ground truth).
+    """
     half = 0.5 * float(np.mean(spacing))
-    deep_in = ndimage.binary_erosion(mask, border_value=1)
-    deep_out = ndimage.binary_erosion(~mask, border_value=1)
-    out = np.where(mask, np.float32(-half), np.float32(half))
-    out[deep_in | deep_out] *= 3
-    return out
+    out = ndimage.distance_transform_edt(~mask, sampling=spacing) - half
+    inside = ndimage.distance_transform_edt(mask, sampling=spacing) - half
+    return np.where(mask, -inside, out).astype(np.float32)
 
 
 def march(field: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
