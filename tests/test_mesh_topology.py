@@ -105,8 +105,13 @@ def test_segment_like_handle_is_closed_before_meshing(det_sign):
     raw = surface_mesh(labels, phantom.affine, repair_topology=False)
     assert raw.quality["euler_characteristic"]["genus"] >= 1
     fixed = surface_mesh(labels, phantom.affine)
-    assert fixed.quality["passed"], fixed.quality["failed"]
-    note = [n for n in fixed.notes if "handle" in n]
-    assert note and note[0].startswith("closed 1 handle")
     plain = surface_mesh(phantom.labels, phantom.affine)
-    assert not any("handle" in n for n in plain.notes)
+    assert fixed.quality["passed"], fixed.quality["failed"]
+    assert plain.quality["passed"], plain.quality["failed"]
+    # The phantom's own thin RV tips leave pillars across the pool; the staple is one more.
+    assert _handles_closed(fixed) == _handles_closed(plain) + 1
+
+
+def _handles_closed(surf) -> int:
+    note = [n for n in surf.notes if "handle" in n]
+    return int(note[0].split()[1]) if note else 0

@@ -137,24 +137,28 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
 
     if repair_topology:
         labels, opened = repair.open_pools_at_base(labels, affine, dist, normal)
-        for pool, (n, gap) in opened.items():
+        for pool, (n, carved, gap) in opened.items():
             side = "LV" if pool == LV_POOL else "RV"
+            through = f", {carved * voxel_ml:.2f} ml of it myocardium that closed it" if carved else ""
             notes.append(f"the {side} blood pool ended {gap:.1f} mm below the base plane: "
-                         f"extended to it ({n * voxel_ml:.2f} ml) so the ventricle is open "
-                         "at the base")
+                         f"extended to it ({n * voxel_ml:.2f} ml{through}) so the ventricle is "
+                         "open at the base")
     if (labels == RV_POOL).any() and not (labels == RV_MYO).any():
         labels, n = repair.add_rv_wall(labels, affine, rv_wall_mm, allowed)
         notes.append(f"no RV myocardium label: built a geometric RV free wall, a {rv_wall_mm:g} "
                      f"mm shell around the RV pool outside the LV ({n * voxel_ml:.2f} ml)")
     if repair_topology:
         labels, counts = repair.repair_labels(labels, allowed)
-        added = counts["septum"] + counts["wrap"] + counts["cavities"] + counts["thin_pool"]
+        added = counts["septum"] + counts["wrap"] + counts["cavities"] + counts["sealed_pools"]
         notes.append(f"topology repair: added {added * voxel_ml:.2f} ml of myocardium "
                      f"(pools wrapped {counts['wrap'] * voxel_ml:.2f} ml, septum "
-                     f"{counts['septum'] * voxel_ml:.2f} ml, thin pool "
-                     f"{counts['thin_pool'] * voxel_ml:.2f} ml, enclosed cavities "
+                     f"{counts['septum'] * voxel_ml:.2f} ml, enclosed cavities "
                      f"{counts['cavities'] * voxel_ml:.2f} ml), removed "
                      f"{counts['removed_islands'] * voxel_ml:.2f} ml of islands")
+        if counts["sealed_pools"]:
+            notes.append(f"WARNING: a blood pool is closed off below the base plane and was "
+                         f"filled with myocardium ({counts['sealed_pools'] * voxel_ml:.2f} ml); "
+                         "check the base plane and the labels")
     myo_below = np.isin(labels, (LV_MYO, RV_MYO)) & allowed
     voxel_volume = float(myo_below.sum()) * voxel_ml * 1000
     if voxel_volume == 0:
@@ -193,10 +197,11 @@ def _close_handles(solid: np.ndarray, notes: list[str], voxel_ml: float) -> np.n
     between walls): what marching cubes would turn into handles."""
     if topology.is_ball(solid):
         return np.zeros_like(solid)
-    before = topology.genus(solid)
+    handles, cavities = topology.genus(solid), topology.cavities(solid)
     plugs = topology.close_handles(solid)
-    notes.append(f"closed {before} handle(s) of the myocardium with {plugs.sum() * voxel_ml:.2f} "
-                 "ml of plugs at their narrowest")
+    what = f"{handles} handle(s)" + (f" and {cavities} enclosed cavity(ies)" if cavities else "")
+    notes.append(f"closed {what} of the myocardium with {plugs.sum() * voxel_ml:.2f} ml of plugs "
+                 "at their narrowest")
     return plugs
 
 

@@ -41,16 +41,18 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def open_pools_at_base(labels: np.ndarray, affine: np.ndarray, plane_dist: np.ndarray,
                        normal: np.ndarray, reach_mm: float = 10.0
-                       ) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+                       ) -> tuple[np.ndarray, dict[int, tuple[int, int, float]]]:
     """Extend every blood pool that stops short of the base plane up to it.
 
-    A ventricle is open at the base; a pool that ends a slice or more below the plane
-    (the RV often does on the basal slice of a short-axis stack) would otherwise be
-    sealed by its wall and filled. Each column of voxels along the axis nearest the
-    plane normal whose pool ends within ``reach_mm`` of the pool's top (about a slice)
-    is filled from its last pool voxel toward the base, through background and the
-    pool's own wall, up to the plane or the first other structure.
-    Returns (labels, {pool label: (voxels added, gap to the plane in mm)}).
+    A ventricle is open at the base; a pool whose top ends a slice or more below the
+    plane (the RV often does on the basal slice of a short-axis stack) would otherwise
+    be sealed by its wall. The pool's top is its highest layer with a quarter of its
+    largest cross-section (a stray voxel nearer the plane does not count). Each column
+    along the voxel axis nearest the plane normal whose pool ends within ``reach_mm`` of
+    that top is filled from its last pool voxel toward the base up to the plane: through
+    background and the pool's own wall, and, where that leaves the pool closed, through
+    myocardium too (never through the other pool).
+    Returns (labels, {pool: (voxels made pool, of which were myocardium, gap in mm)}).
     """
     dirs = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     cos = dirs.T @ np.asarray(normal, float)
@@ -62,21 +64,32 @@ def open_pools_at_base(labels: np.ndarray, affine: np.ndarray, plane_dist: np.nd
         return np.moveaxis(a, axis, 0)[::step]
 
     out, dist = base_up(labels).copy(), base_up(plane_dist)
-    added: dict[int, tuple[int, float]] = {}
+    below, near = dist < 0, dist > -spacing
+    level = np.arange(len(out)).reshape(-1, 1, 1)
+    added: dict[int, tuple[int, int, float]] = {}
     for pool, wall in ((LV_POOL, LV_MYO), (RV_POOL, RV_MYO)):
         m = out == pool
-        if not m.any() or (m & (dist > -spacing)).any():
-            continue  # absent, or reaches the plane already
-        # Columns whose pool ends within ``reach_mm`` of the pool's top (its tapered top,
-        # not the flanks of a pool wider lower down), above their last pool voxel.
-        level = np.arange(len(m)).reshape(-1, 1, 1)
+        if not m.any():
+            continue
+        area = m.sum(axis=(1, 2))
+        top = int(np.flatnonzero(area >= 0.25 * area.max())[-1])
+        if (m & near).sum() >= 0.25 * area.max():
+            continue  # open at the base already
+        gap = float(-dist[top][m[top]].max())
         last = np.where(m, level, -1).max(axis=0)
-        columns = last >= last.max() - reach_mm / spacing
-        beyond = (level > last) & columns
-        free = (dist < 0) & np.isin(out, (BACKGROUND, wall))
-        fill = beyond & np.logical_and.accumulate(free | ~beyond, axis=0)
-        out[fill] = pool
-        added[pool] = (int(fill.sum()), float(-dist[m].max()))
+        columns = last >= top - reach_mm / spacing
+        filled = carved = 0
+        for passable in ((BACKGROUND, wall), (BACKGROUND, LV_MYO, RV_MYO)):
+            beyond = (level > last) & columns
+            free = below & np.isin(out, passable)
+            fill = beyond & np.logical_and.accumulate(free | ~beyond, axis=0)
+            filled += int(fill.sum())
+            carved += int(np.isin(out[fill], (LV_MYO, RV_MYO)).sum())
+            out[fill] = pool
+            if ((out == pool) & near).sum() >= 0.25 * area.max():
+                break
+            last = np.where(out == pool, level, -1).max(axis=0)
+        added[pool] = (filled, carved, gap)
     return np.ascontiguousarray(np.moveaxis(out[::step], 0, axis)), added
 
 
@@ -101,10 +114,12 @@ def repair_labels(labels: np.ndarray, allowed: np.ndarray,
 
     ``allowed``: voxels where myocardium may be added (the apex side of the base plane).
     Steps: the largest 6-connected component of each pool and of the myocardium (2 ∪ 4);
-    pool parts thinner than two voxels turned into myocardium;
     pools separated by at least ``wrap_voxels`` of (LV) myocardium; every pool wrapped in
     ``wrap_voxels`` of its own myocardium where it touches background; cavities enclosed
-    by the myocardium (not open through the base) filled with myocardium.
+    by the myocardium (not open through the base) filled with myocardium (pools among
+    them counted as ``sealed_pools``). Tunnels these
+    steps leave are closed on the final mask (bvmesh.mesh.topology), with far smaller
+    plugs than turning thin pool parts into myocardium, which an earlier version did.
     Returns (labels, voxel counts: removed / added by each step).
     """
     lab = labels.copy()
@@ -120,19 +135,6 @@ def repair_labels(labels: np.ndarray, allowed: np.ndarray,
     removed += int(myo.sum() - keep.sum())
     lab[myo & ~keep] = 0
     counts["removed_islands"] = removed
-
-    # Pool parts thinner than about two voxels (the RV's crescent tips) become
-    # myocardium: there marching cubes would join myocardium across the pool in pillars
-    # (each a handle: genus > 0).
-    thin = 0
-    for pool, wall in ((LV_POOL, LV_MYO), (RV_POOL, RV_MYO)):
-        m = lab == pool
-        opened = ndimage.binary_opening(m, SIX) & m
-        opened = largest_component(opened) if opened.any() else opened
-        gone = m & ~opened & allowed
-        lab[gone] = wall
-        thin += int(gone.sum())
-    counts["thin_pool"] = thin
 
     ring = ball(wrap_voxels)
     septum = (lab == RV_POOL) & ndimage.binary_dilation(lab == LV_POOL, ring) & allowed
@@ -153,8 +155,11 @@ def repair_labels(labels: np.ndarray, allowed: np.ndarray,
         comp[0].ravel(), comp[-1].ravel(), comp[:, 0].ravel(), comp[:, -1].ravel(),
         comp[:, :, 0].ravel(), comp[:, :, -1].ravel(), comp[~allowed].ravel()])).tolist())
     closed = np.isin(comp, [i for i in range(1, n + 1) if i not in open_ids])
+    # A pool closed off this way is a ventricle the labels seal below the base plane
+    # (open_pools_at_base could not reach it): counted apart, as the caller must say so.
+    counts["sealed_pools"] = int((closed & np.isin(lab, (LV_POOL, RV_POOL))).sum())
+    counts["cavities"] = int(closed.sum()) - counts["sealed_pools"]
     lab[closed] = LV_MYO
-    counts["cavities"] = int(closed.sum())
     return lab, counts
 
 

@@ -90,19 +90,27 @@ def _decide(codes: np.ndarray) -> np.ndarray:
     return ((n_obj == 1) & (n_bg == 1)).astype(np.int8)
 
 
+def cavities(mask: np.ndarray) -> int:
+    """Background components (6-connected) enclosed by ``mask``."""
+    return ndimage.label(np.pad(~np.asarray(mask, bool), 1, constant_values=True))[1] - 1
+
+
+def components(mask: np.ndarray) -> int:
+    """26-connected components of ``mask``."""
+    return ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
+
+
 def genus(mask: np.ndarray) -> int:
     """Handles of the surface of ``mask`` (26/6): components + cavities - Euler number."""
     mask = np.asarray(mask, bool)
-    components = ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
-    padded = np.pad(~mask, 1, constant_values=True)
-    cavities = ndimage.label(padded)[1] - 1
-    return int(components + cavities - euler_number(mask, connectivity=3))
+    return int(components(mask) + cavities(mask) - euler_number(mask, connectivity=3))
 
 
 def is_ball(mask: np.ndarray) -> bool:
     """One 26-connected component, no cavities, no handles."""
-    return genus(mask) == 0 and ndimage.label(mask, structure=np.ones((3, 3, 3)))[1] == 1 \
-        and ndimage.label(np.pad(~mask, 1, constant_values=True))[1] == 1
+    mask = np.asarray(mask, bool)
+    n, c = components(mask), cavities(mask)
+    return n == 1 and c == 0 and euler_number(mask, connectivity=3) == 1
 
 
 def close_handles(mask: np.ndarray) -> np.ndarray:
