@@ -60,9 +60,8 @@ def overlay(result, surf, path: Path) -> None:
 def main() -> None:
     import bvmesh
     from bvmesh.examples import EXAMPLE
-    from bvmesh.mesh import surface_mesh
     from bvmesh.mesh.render import render_png
-    from bvmesh.outputs import base_plane, write_case
+    from bvmesh.outputs import mesh_of, write_case
 
     ap = argparse.ArgumentParser()
     ap.add_argument("input", nargs="?", default=str(EXAMPLE))
@@ -70,7 +69,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     args = ap.parse_args()
     result = bvmesh.segment(args.input, weights=args.weights, device="cpu")
-    surf = surface_mesh(result.stack_labels, result.grid.affine, base_plane=base_plane(result))
+    surf, _ = mesh_of(result)  # the mesh `bvmesh segment` writes
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_case(result, tmp, "case", mesh=False)
