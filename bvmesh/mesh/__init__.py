@@ -31,6 +31,9 @@ __all__ = ["SurfaceMesh", "TetraMesh", "surface_mesh", "tetra_mesh", "write_mesh
 
 #: Default thickness (mm) of the geometric RV free wall built when labels have none.
 RV_WALL_MM = 3.0
+#: A pool cavity larger than this (ml) sealed below the base is a ventricle closed off,
+#: not a fragment left inside a wall: the notes then carry a WARNING.
+SEALED_POOL_WARN_ML = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,11 +156,12 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
         notes.append(f"topology repair: added {added * voxel_ml:.2f} ml of myocardium "
                      f"(pools wrapped {counts['wrap'] * voxel_ml:.2f} ml, septum "
                      f"{counts['septum'] * voxel_ml:.2f} ml, enclosed cavities "
-                     f"{counts['cavities'] * voxel_ml:.2f} ml), removed "
+                     f"{counts['cavities'] * voxel_ml:.2f} ml, enclosed pool fragments "
+                     f"{counts['sealed_pools'] * voxel_ml:.2f} ml), removed "
                      f"{counts['removed_islands'] * voxel_ml:.2f} ml of islands")
-        if counts["sealed_pools"]:
-            notes.append(f"WARNING: a blood pool is closed off below the base plane and was "
-                         f"filled with myocardium ({counts['sealed_pools'] * voxel_ml:.2f} ml); "
+        if counts["largest_sealed_pool"] * voxel_ml > SEALED_POOL_WARN_ML:
+            notes.append(f"WARNING: a blood pool of {counts['largest_sealed_pool'] * voxel_ml:.2f} "
+                         "ml is closed off below the base plane and was filled with myocardium; "
                          "check the base plane and the labels")
     myo_below = np.isin(labels, (LV_MYO, RV_MYO)) & allowed
     voxel_volume = float(myo_below.sum()) * voxel_ml * 1000
@@ -166,18 +170,24 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
                             "the plane's normal points from apex toward base")
     ext = surface.extrude_across_plane(labels, dist, affine, normal, h)
     mask = np.isin(ext, (LV_MYO, RV_MYO))
-    if repair_topology:
-        plugs = _close_handles(mask & allowed, notes, voxel_ml)
-        mask |= plugs
-        ext[plugs] = LV_MYO
+    plugs = _close_handles(mask & allowed, notes, voxel_ml) if repair_topology else None
+    if plugs is not None and plugs.any():
+        labels = np.where(plugs, np.uint8(LV_MYO), labels)
         voxel_volume += float(plugs.sum()) * voxel_ml * 1000
-    field_mm = np.maximum(surface.signed_distance(mask, spacing), dist)
+        ext = surface.extrude_across_plane(labels, dist, affine, normal, h)
+        mask = np.isin(ext, (LV_MYO, RV_MYO))
+    # Marching cubes can only put vertices where grid edges cross a cut, so a cut at the
+    # plane would meet the walls with a half-voxel chamfer. Cut one voxel higher, through
+    # the prism of the top section copied above the plane, and flatten everything above
+    # the plane onto it: the walls run straight up to a cap that is the whole section.
+    field_mm = np.maximum(surface.signed_distance(mask, spacing), dist - h)
     field_mm = np.pad(field_mm, 1, constant_values=h)  # a closed field at the array border
     shift = np.eye(4)
     shift[:3, 3] = -1
     verts, faces = surface.march(field_mm, affine @ shift)
     plane_d = (verts - point) @ normal
-    on_plane = np.abs(plane_d - surface.ISO_OFFSET) < 1e-4 * max(1.0, h)  # float32 MC
+    on_plane = plane_d > 0
+    verts[on_plane] -= np.outer(plane_d[on_plane], normal)
     if smooth:
         verts = surface.smooth(verts, faces, on_plane=on_plane, point=point, normal=normal)
     verts = surface.relax(verts, faces, on_plane=on_plane, point=point, normal=normal)

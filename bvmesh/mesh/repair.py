@@ -116,8 +116,9 @@ def repair_labels(labels: np.ndarray, allowed: np.ndarray,
     Steps: the largest 6-connected component of each pool and of the myocardium (2 ∪ 4);
     pools separated by at least ``wrap_voxels`` of (LV) myocardium; every pool wrapped in
     ``wrap_voxels`` of its own myocardium where it touches background; cavities enclosed
-    by the myocardium (not open through the base) filled with myocardium (pools among
-    them counted as ``sealed_pools``). Tunnels these
+    by the myocardium (not open through the base) filled with myocardium (pool voxels
+    among them counted as ``sealed_pools``, the largest such cavity's as
+    ``largest_sealed_pool``). Tunnels these
     steps leave are closed on the final mask (bvmesh.mesh.topology), with far smaller
     plugs than turning thin pool parts into myocardium, which an earlier version did.
     Returns (labels, voxel counts: removed / added by each step).
@@ -157,7 +158,9 @@ def repair_labels(labels: np.ndarray, allowed: np.ndarray,
     closed = np.isin(comp, [i for i in range(1, n + 1) if i not in open_ids])
     # A pool closed off this way is a ventricle the labels seal below the base plane
     # (open_pools_at_base could not reach it): counted apart, as the caller must say so.
-    counts["sealed_pools"] = int((closed & np.isin(lab, (LV_POOL, RV_POOL))).sum())
+    sealed = closed & np.isin(lab, (LV_POOL, RV_POOL))
+    counts["sealed_pools"] = int(sealed.sum())
+    counts["largest_sealed_pool"] = int(np.bincount(comp[sealed]).max()) if sealed.any() else 0
     counts["cavities"] = int(closed.sum()) - counts["sealed_pools"]
     lab[closed] = LV_MYO
     return lab, counts
