@@ -170,7 +170,7 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
                             "the plane's normal points from apex toward base")
     ext = surface.extrude_across_plane(labels, dist, affine, normal, h)
     mask = np.isin(ext, (LV_MYO, RV_MYO))
-    plugs = _close_handles(mask & allowed, notes, voxel_ml) if repair_topology else None
+    plugs = _close_handles(mask & allowed, allowed, notes, voxel_ml) if repair_topology else None
     if plugs is not None and plugs.any():
         labels = np.where(plugs, np.uint8(LV_MYO), labels)
         voxel_volume += float(plugs.sum()) * voxel_ml * 1000
@@ -202,17 +202,24 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
     return SurfaceMesh(verts, faces, face_tags, quality, tuple(notes), (point, normal))
 
 
-def _close_handles(solid: np.ndarray, notes: list[str], voxel_ml: float) -> np.ndarray:
-    """Plugs closing the tunnels the wall repairs left (ragged apical tips, gaps
-    between walls): what marching cubes would turn into handles."""
-    if topology.is_ball(solid):
-        return np.zeros_like(solid)
-    handles, cavities = topology.genus(solid), topology.cavities(solid)
-    plugs = topology.close_handles(solid)
-    what = f"{handles} handle(s)" + (f" and {cavities} enclosed cavity(ies)" if cavities else "")
-    notes.append(f"closed {what} of the myocardium with {plugs.sum() * voxel_ml:.2f} ml of plugs "
-                 "at their narrowest")
-    return plugs
+def _close_handles(solid: np.ndarray, allowed: np.ndarray, notes: list[str],
+                   voxel_ml: float) -> np.ndarray:
+    """Voxels to add so that the surface is one shell of genus 0: plugs closing the
+    tunnels the wall repairs left (ragged apical tips, gaps between walls), then the
+    voxels that leave marching cubes no ambiguous configuration to decide."""
+    plugs = np.zeros_like(solid)
+    if not topology.is_ball(solid):
+        handles, cavities = topology.genus(solid), topology.cavities(solid)
+        plugs = topology.close_handles(solid)
+        what = f"{handles} handle(s)" + (f" and {cavities} enclosed cavity(ies)" if cavities else "")
+        notes.append(f"closed {what} of the myocardium with {plugs.sum() * voxel_ml:.2f} ml of "
+                     "plugs at their narrowest")
+    corners = topology.well_compose(solid | plugs, allowed)
+    if corners.any():
+        notes.append(f"filled {int(corners.sum())} voxel(s) where myocardium met itself only at "
+                     f"an edge or a corner ({corners.sum() * voxel_ml:.2f} ml), so marching cubes "
+                     "keeps the mask's topology")
+    return plugs | corners
 
 
 def tetra_mesh(surf: SurfaceMesh, *, edge_mm: float = 1.5, **kwargs) -> TetraMesh:

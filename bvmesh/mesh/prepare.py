@@ -74,30 +74,34 @@ def find_slice_axis(labels: np.ndarray, affine: np.ndarray) -> int:
 def derive_base_plane(labels: np.ndarray, affine: np.ndarray,
                       axis: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """The base plane from the labels: the outer face of the last slice with blood pool at
-    the end of the slice axis where the pools are largest.
+    the end of the slice axis where the heart's cross-section is largest.
 
     Returns (point_mm, unit normal from apex toward base, how it was found).
     """
     axis = find_slice_axis(labels, affine) if axis is None else axis
-    pools = np.isin(labels, (LV_POOL, RV_POOL))
-    what = "blood pool"
-    if not pools.any():  # a myocardium-only map: its ends still differ in size
-        pools, what = labels > 0, "myocardium"
     other = tuple(a for a in range(3) if a != axis)
-    area = pools.sum(axis=other)
-    present = np.flatnonzero(area)
+    # The heart's cross-section (all labels) is larger at the base than at the apex on all
+    # 200 ACDC ground-truth frames; the pools alone misled on 2 (an ES LV pool larger
+    # toward the apex), the RV alone on 4.
+    heart = (labels > 0).sum(axis=other)
+    present = np.flatnonzero(heart)
     if len(present) == 0:
         raise GeometryError("the label map is empty; nothing to mesh")
-    first, last = int(present[0]), int(present[-1])
     k = min(3, len(present))
-    top_is_last = area[present[-k:]].mean() >= area[present[:k]].mean()
-    k_base, step = (last, 0.5) if top_is_last else (first, -0.5)
+    top_is_last = heart[present[-k:]].mean() >= heart[present[:k]].mean()
+    pools = np.isin(labels, (LV_POOL, RV_POOL))
+    what = "blood pool"
+    if not pools.any():  # a myocardium-only map
+        pools, what = labels > 0, "myocardium"
+    with_pool = np.flatnonzero(pools.sum(axis=other))
+    k_base, step = (int(with_pool[-1]), 0.5) if top_is_last else (int(with_pool[0]), -0.5)
     in_slice = np.argwhere(np.take(pools, k_base, axis=axis)).mean(axis=0)
     index = np.insert(in_slice, axis, k_base + step)
     point = affine[:3, :3] @ index + affine[:3, 3]
     normal = plane_normal_of_axis(affine, axis) * (1 if top_is_last else -1)
-    return point, normal, (f"base plane derived from the labels: outer face of slice {k_base} "
-                           f"along voxel axis {axis}, the end where the {what} is largest")
+    return point, normal, (f"base plane derived from the labels: outer face of the last slice "
+                           f"with {what} along voxel axis {axis}, at the end where the heart "
+                           "is widest (--base-slice sets it)")
 
 
 def signed_distance_2d(mask: np.ndarray, sampling: tuple[float, float],

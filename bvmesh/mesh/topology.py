@@ -113,6 +113,72 @@ def is_ball(mask: np.ndarray) -> bool:
     return n == 1 and c == 0 and euler_number(mask, connectivity=3) == 1
 
 
+def _window(shape: tuple[int, ...], b: int, c: int, db: int, dc: int) -> tuple[slice, ...]:
+    """Corner (db, dc) of every 2x2 window in axes b and c, as one slice of the array."""
+    sl = [slice(None)] * 3
+    sl[b] = slice(db, shape[b] - 1 + db)
+    sl[c] = slice(dc, shape[c] - 1 + dc)
+    return tuple(sl)
+
+
+def _critical_background(mask: np.ndarray) -> np.ndarray:
+    """Background voxels in a configuration marching cubes finds ambiguous: a 2x2 face
+    with object on one diagonal and background on the other, or a 2x2x2 cube whose only
+    object (or only background) voxels are two opposite corners."""
+    m = mask
+    out = np.zeros_like(m)
+    n0, n1, n2 = m.shape
+    for a in range(3):  # faces normal to axis a: 2x2 windows in the other two axes
+        b, c = (x for x in range(3) if x != a)
+        p00, p11, p01, p10 = (m[_window(m.shape, b, c, db, dc)]
+                              for db, dc in ((0, 0), (1, 1), (0, 1), (1, 0)))
+        crit = (p00 & p11 & ~p01 & ~p10) | (~p00 & ~p11 & p01 & p10)
+        for db, dc in ((0, 0), (1, 1), (0, 1), (1, 0)):
+            out[_window(m.shape, b, c, db, dc)] |= crit
+    corners = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+
+    def cube(i: int, j: int, k: int) -> np.ndarray:
+        return m[i:n0 - 1 + i, j:n1 - 1 + j, k:n2 - 1 + k]
+
+    count = sum(cube(*c).astype(np.int8) for c in corners)
+    for c in corners[:4]:  # the four body diagonals
+        d = tuple(1 - x for x in c)
+        crit = ((count == 2) & cube(*c) & cube(*d)) | ((count == 6) & ~cube(*c) & ~cube(*d))
+        for x in corners:
+            out[x[0]:n0 - 1 + x[0], x[1]:n1 - 1 + x[1], x[2]:n2 - 1 + x[2]] |= crit
+    return out & ~m
+
+
+def well_compose(mask: np.ndarray, allowed: np.ndarray, rounds: int = 10) -> np.ndarray:
+    """Voxels to add to ``mask`` (within ``allowed``), each a simple point, so that no
+    ambiguous configuration is left: then marching cubes has nothing to decide and its
+    surface has exactly the mask's 26/6 topology (it did not on ACDC patient031 ED
+    ground truth: genus 2 for a mask of genus 0). Returns the added voxels; configurations
+    that no simple point can resolve stay (the gate will tell)."""
+    m = np.pad(np.asarray(mask, bool), 1)
+    ok = np.pad(np.asarray(allowed, bool), 1)
+    shape = m.shape
+    offsets = _OFFSETS @ np.array([shape[1] * shape[2], shape[2], 1])
+    parity = sum((np.indices(shape)[k] % 2) << k for k in range(3)).reshape(-1)
+    flat = m.reshape(-1)
+    start = m.copy()
+    for _ in range(rounds):
+        cand = np.flatnonzero((_critical_background(m) & ok).reshape(-1))
+        cand = cand[(cand > offsets.max()) & (cand < flat.size - offsets.max())]
+        if not len(cand):
+            break
+        added = 0
+        for sub in range(8):
+            these = cand[parity[cand] == sub]
+            if len(these):
+                simple = simple_points(flat[these[:, None] + offsets])
+                flat[these[simple]] = True
+                added += int(simple.sum())
+        if not added:
+            break
+    return (m & ~start)[1:-1, 1:-1, 1:-1]
+
+
 def close_handles(mask: np.ndarray) -> np.ndarray:
     """Plugs that close the tunnels of ``mask``: mask | plugs is one solid of genus 0
     without cavities. Background is peeled farthest from the mask first, so each plug
