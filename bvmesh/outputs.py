@@ -101,9 +101,13 @@ def _write_mesh(result: SegmentResult, folder: Path) -> dict:
     surf, capped = mesh_of(result)
     write_mesh(surf, folder / "mesh.vtp")
     write_mesh(surf, folder / "mesh.stl")
+    case = folder.name.split(".partial")[0].lstrip(".")
     if not surf.quality.get("passed", False):
         log.warning("%s: mesh failed the quality gate (%s); it is written, see report.json",
-                    folder.name.split(".partial")[0].lstrip("."), ", ".join(surf.quality.get("failed", [])))
+                    case, ", ".join(surf.quality.get("failed", [])))
+    for note in surf.notes:
+        if note.startswith("WARNING: "):
+            log.warning("%s: mesh: %s", case, note.removeprefix("WARNING: "))
     notes = list(surf.notes)
     if capped:
         voxel_ml = abs(np.linalg.det(result.grid.affine[:3, :3])) / 1000
