@@ -3,6 +3,7 @@ the repairs added.
 
     python scripts/mesh_gate_table.py out/            # a `bvmesh segment` output folder
     python scripts/mesh_gate_table.py meshes/*.json   # `bvmesh mesh ... --json` outputs
+    python scripts/mesh_gate_table.py gt.jsonl        # scripts/mesh_acdc_check.py
 
 Reads each case's report.json (segment) or the JSON `bvmesh mesh --json` printed, and
 prints a markdown summary: gate passes, failed checks, handles closed and the plug,
@@ -19,7 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 NOTE_VOLUMES = {
-    "handle plugs": re.compile(r"closed (\d+) handle\(s\) of the myocardium with ([\d.]+) ml"),
+    "handle plugs": re.compile(r"closed (\d+) handle\(s\).*? of the myocardium with ([\d.]+) ml"),
+    "ambiguous corners filled": re.compile(r"filled \d+ voxel\(s\) where .*?\(([\d.]+) ml\)"),
+    "pool extended to the base": re.compile(r"blood pool ended .*? extended to it \(([\d.]+) ml"),
+    "geometric RV wall": re.compile(r"geometric RV free wall, .*?\(([\d.]+) ml\)"),
     "topology repair": re.compile(r"topology repair: added ([\d.]+) ml"),
     "apex cap": re.compile(r"last 2 isotropic slices were closed as myocardium for the mesh \(([\d.]+) ml"),
 }
@@ -29,6 +33,11 @@ def reports(paths: list[str]) -> list[tuple[str, dict]]:
     """(case name, {"quality": ..., "notes": [...]}) for every report found."""
     out = []
     for arg in map(Path, paths):
+        if arg.suffix == ".jsonl":  # scripts/mesh_acdc_check.py: one case per line
+            for line in arg.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                out.append((record["case"], record))
+            continue
         files = sorted(arg.glob("*/report.json")) if arg.is_dir() else [arg]
         for f in files:
             try:
@@ -65,6 +74,10 @@ def summarise(rows: list[tuple[str, dict]]) -> str:
         if vals:
             lines.append(f"| {key}, ml (median / max over {len(vals)} meshes) | "
                          f"{statistics.median(vals):.2f} / {max(vals):.2f} |")
+    warned = [name for name, m in rows if any(n.startswith("WARNING") for n in m.get("notes", []))]
+    if warned:
+        lines.append(f"| WARNING notes (a ventricle sealed below the base) | {len(warned)}: "
+                     f"{', '.join(warned)} |")
     bad = [name for name, m in rows if not m["quality"]["passed"]]
     if bad:
         lines.append(f"| failing cases | {', '.join(bad)} |")
