@@ -167,14 +167,7 @@ def well_compose(mask: np.ndarray, allowed: np.ndarray, rounds: int = 10) -> np.
         cand = cand[(cand > offsets.max()) & (cand < flat.size - offsets.max())]
         if not len(cand):
             break
-        added = 0
-        for sub in range(8):
-            these = cand[parity[cand] == sub]
-            if len(these):
-                simple = simple_points(flat[these[:, None] + offsets])
-                flat[these[simple]] = True
-                added += int(simple.sum())
-        if not added:
+        if not _flip_simple(flat, cand, parity[cand], offsets, True):
             break
     return (m & ~start)[1:-1, 1:-1, 1:-1]
 
@@ -229,17 +222,26 @@ def _peel(solid: np.ndarray, keep: np.ndarray, prio: np.ndarray) -> None:
     for level in [*range(top, 0, -1), -1]:
         while True:
             idx = np.flatnonzero(flat[cand] & (level_of >= level))
-            removed = 0
-            for sub in range(8):
-                these = cand[idx[parity[idx] == sub]]
-                # On the front: a face neighbour already peeled (seen afresh for each
-                # subfield, so a sweep can advance more than one voxel).
-                these = these[(~flat[these[:, None] + face_offsets]).any(axis=1)]
-                if len(these):
-                    ok = simple_points(flat[these[:, None] + offsets])
-                    flat[these[ok]] = False
-                    removed += int(ok.sum())
-            if not removed:
+            if not _flip_simple(flat, cand[idx], parity[idx], offsets, False, face_offsets):
                 break
         still = flat[cand]
         cand, level_of, parity = cand[still], level_of[still], parity[still]
+
+
+def _flip_simple(flat: np.ndarray, voxels: np.ndarray, parity: np.ndarray, offsets: np.ndarray,
+                 value: bool, front: np.ndarray | None = None) -> int:
+    """Set ``flat[v] = value`` for every voxel of ``voxels`` that is a simple point, one
+    parity subfield at a time (``parity``: each voxel's subfield), so that parallel
+    flips equal sequential ones. ``front``: face offsets; only voxels with a face
+    neighbour already at ``value`` are flipped, judged afresh for each subfield so that
+    one sweep can advance more than one voxel. Returns how many were flipped."""
+    flipped = 0
+    for sub in range(8):
+        these = voxels[parity == sub]
+        if front is not None:
+            these = these[(flat[these[:, None] + front] == value).any(axis=1)]
+        if len(these):
+            simple = simple_points(flat[these[:, None] + offsets])
+            flat[these[simple]] = value
+            flipped += int(simple.sum())
+    return flipped
