@@ -111,27 +111,7 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
     """
     labels, affine = _validate(labels, affine)
     notes: list[str] = []
-    labels, affine = prepare.crop(labels, affine, margin=2)
-    spacing = prepare.spacing_of(affine)
-    if base_plane is not None:
-        point = np.asarray(base_plane[0], float).reshape(3)
-        normal = np.asarray(base_plane[1], float).reshape(3)
-        if np.linalg.norm(normal) < 1e-9:
-            raise GeometryError("base_plane normal is zero; give a unit vector (apex -> base)")
-        normal = normal / np.linalg.norm(normal)
-    if spacing.max() > prepare.THICK_RATIO * spacing.min():
-        axis = int(np.argmax(spacing))
-        if base_plane is None:
-            point, normal, why = prepare.derive_base_plane(labels, affine, axis)
-        base_end = 1 if prepare.plane_normal_of_axis(affine, axis) @ normal > 0 else -1
-        labels, affine, note = prepare.upsample_labels(labels, affine, axis=axis,
-                                                       base_end=base_end)
-        notes.append(note)
-        if base_plane is None:
-            notes.append(why)
-    elif base_plane is None:
-        point, normal, why = prepare.derive_base_plane(labels, affine)
-        notes.append(why)
+    labels, affine, point, normal = _grid_and_base(labels, affine, base_plane, notes)
     # Room around the heart for the repairs (2 voxels), the wall and a closed field.
     pad = 3 + int(np.ceil(rv_wall_mm / prepare.spacing_of(affine).min()))
     labels, affine = prepare.crop(labels, affine, margin=pad)
@@ -141,31 +121,8 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
     dist = repair.below_plane(labels.shape, affine, point, normal)
     allowed = dist < 0
 
-    if repair_topology:
-        labels, opened = repair.open_pools_at_base(labels, affine, dist, normal)
-        for pool, (n, carved, gap) in opened.items():
-            side = "LV" if pool == LV_POOL else "RV"
-            through = f", {carved * voxel_ml:.2f} ml of it myocardium that closed it" if carved else ""
-            notes.append(f"the {side} blood pool ended {gap:.1f} mm below the base plane: "
-                         f"extended to it ({n * voxel_ml:.2f} ml{through}) so the ventricle is "
-                         "open at the base")
-    if (labels == RV_POOL).any() and not (labels == RV_MYO).any():
-        labels, n = repair.add_rv_wall(labels, affine, rv_wall_mm, allowed)
-        notes.append(f"no RV myocardium label: built a geometric RV free wall, a {rv_wall_mm:g} "
-                     f"mm shell around the RV pool outside the LV ({n * voxel_ml:.2f} ml)")
-    if repair_topology:
-        labels, counts = repair.repair_labels(labels, allowed)
-        added = counts["septum"] + counts["wrap"] + counts["cavities"] + counts["sealed_pools"]
-        notes.append(f"topology repair: added {added * voxel_ml:.2f} ml of myocardium "
-                     f"(pools wrapped {counts['wrap'] * voxel_ml:.2f} ml, septum "
-                     f"{counts['septum'] * voxel_ml:.2f} ml, enclosed cavities "
-                     f"{counts['cavities'] * voxel_ml:.2f} ml, enclosed pool fragments "
-                     f"{counts['sealed_pools'] * voxel_ml:.2f} ml), removed "
-                     f"{counts['removed_islands'] * voxel_ml:.2f} ml of islands")
-        if counts["largest_sealed_pool"] * voxel_ml > SEALED_POOL_WARN_ML:
-            notes.append(f"WARNING: a blood pool of {counts['largest_sealed_pool'] * voxel_ml:.2f} "
-                         "ml is closed off below the base plane and was filled with myocardium; "
-                         "check the base plane and the labels")
+    labels = _repair_labels(labels, affine, dist, normal, rv_wall_mm=rv_wall_mm,
+                            repair_topology=repair_topology, notes=notes, voxel_ml=voxel_ml)
     myo_below = np.isin(labels, (LV_MYO, RV_MYO)) & allowed
     voxel_volume = float(myo_below.sum()) * voxel_ml * 1000
     if voxel_volume == 0:
@@ -195,9 +152,83 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
     if not base_faces.any():
         notes.append("the base plane does not cut the myocardium: no base faces (is the plane "
                      "above the labels, or its normal reversed?)")
-    raw = verts
-    # Marching cubes' own surface never crosses itself; smoothing can fold a thin wall at
-    # the base (1 of 200 ACDC ground-truth frames). Then smooth less, down to none.
+    verts, face_tags, quality = _smooth_and_gate(
+        verts, faces, ext, affine, on_plane=on_plane, base_faces=base_faces, point=point,
+        normal=normal, h=h, smooth=smooth, voxel_volume=voxel_volume, notes=notes)
+    for note in notes:
+        log.info(note)
+    return SurfaceMesh(verts, faces, face_tags, quality, tuple(notes), (point, normal))
+
+
+def _grid_and_base(labels: np.ndarray, affine: np.ndarray,
+                   base_plane: tuple[np.ndarray, np.ndarray] | None, notes: list[str]):
+    """Crop to the heart, find or check the base plane, upsample thick slices.
+    Returns (labels, affine, plane point mm, unit normal from apex to base)."""
+    labels, affine = prepare.crop(labels, affine, margin=2)
+    spacing = prepare.spacing_of(affine)
+    if base_plane is not None:
+        point = np.asarray(base_plane[0], float).reshape(3)
+        normal = np.asarray(base_plane[1], float).reshape(3)
+        if np.linalg.norm(normal) < 1e-9:
+            raise GeometryError("base_plane normal is zero; give a unit vector (apex -> base)")
+        normal = normal / np.linalg.norm(normal)
+    if spacing.max() > prepare.THICK_RATIO * spacing.min():
+        axis = int(np.argmax(spacing))
+        if base_plane is None:
+            point, normal, why = prepare.derive_base_plane(labels, affine, axis)
+        base_end = 1 if prepare.plane_normal_of_axis(affine, axis) @ normal > 0 else -1
+        labels, affine, note = prepare.upsample_labels(labels, affine, axis=axis,
+                                                       base_end=base_end)
+        notes.append(note)
+        if base_plane is None:
+            notes.append(why)
+    elif base_plane is None:
+        point, normal, why = prepare.derive_base_plane(labels, affine)
+        notes.append(why)
+    return labels, affine, point, normal
+
+
+def _repair_labels(labels: np.ndarray, affine: np.ndarray, dist: np.ndarray, normal: np.ndarray,
+                   *, rv_wall_mm: float, repair_topology: bool, notes: list[str],
+                   voxel_ml: float) -> np.ndarray:
+    """Pools opened at the base, the geometric RV wall, the wall repairs; each noted."""
+    allowed = dist < 0
+    if repair_topology:
+        labels, opened = repair.open_pools_at_base(labels, affine, dist, normal)
+        for pool, (n, carved, gap) in opened.items():
+            side = "LV" if pool == LV_POOL else "RV"
+            through = f", {carved * voxel_ml:.2f} ml of it myocardium that closed it" if carved else ""
+            notes.append(f"the {side} blood pool ended {gap:.1f} mm below the base plane: "
+                         f"extended to it ({n * voxel_ml:.2f} ml{through}) so the ventricle is "
+                         "open at the base")
+    if (labels == RV_POOL).any() and not (labels == RV_MYO).any():
+        labels, n = repair.add_rv_wall(labels, affine, rv_wall_mm, allowed)
+        notes.append(f"no RV myocardium label: built a geometric RV free wall, a {rv_wall_mm:g} "
+                     f"mm shell around the RV pool outside the LV ({n * voxel_ml:.2f} ml)")
+    if not repair_topology:
+        return labels
+    labels, counts = repair.repair_labels(labels, allowed)
+    added = counts["septum"] + counts["wrap"] + counts["cavities"] + counts["sealed_pools"]
+    notes.append(f"topology repair: added {added * voxel_ml:.2f} ml of myocardium "
+                 f"(pools wrapped {counts['wrap'] * voxel_ml:.2f} ml, septum "
+                 f"{counts['septum'] * voxel_ml:.2f} ml, enclosed cavities "
+                 f"{counts['cavities'] * voxel_ml:.2f} ml, enclosed pool fragments "
+                 f"{counts['sealed_pools'] * voxel_ml:.2f} ml), removed "
+                 f"{counts['removed_islands'] * voxel_ml:.2f} ml of islands")
+    if counts["largest_sealed_pool"] * voxel_ml > SEALED_POOL_WARN_ML:
+        notes.append(f"WARNING: a blood pool of {counts['largest_sealed_pool'] * voxel_ml:.2f} "
+                     "ml is closed off below the base plane and was filled with myocardium; "
+                     "check the base plane and the labels")
+    return labels
+
+
+def _smooth_and_gate(raw: np.ndarray, faces: np.ndarray, ext: np.ndarray, affine: np.ndarray,
+                     *, on_plane: np.ndarray, base_faces: np.ndarray, point: np.ndarray,
+                     normal: np.ndarray, h: float, smooth: bool, voxel_volume: float,
+                     notes: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Smooth, relax, tag and gate. Marching cubes' own surface never crosses itself;
+    smoothing can fold a thin wall at the base (1 of 200 ACDC ground-truth frames), so
+    then smooth less, down to none. Returns (vertices, face tags, quality)."""
     for passes in SMOOTHING_PASSES if smooth else (0,):
         verts = surface.smooth(raw, faces, on_plane=on_plane, point=point, normal=normal,
                                iterations=passes) if passes else raw
@@ -209,9 +240,7 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
             break
         notes.append(f"smoothing with {passes} Taubin passes failed {', '.join(folded)}; "
                      "smoothed less")
-    for note in notes:
-        log.info(note)
-    return SurfaceMesh(verts, faces, face_tags, quality, tuple(notes), (point, normal))
+    return verts, face_tags, quality
 
 
 def _close_handles(solid: np.ndarray, allowed: np.ndarray, notes: list[str],
