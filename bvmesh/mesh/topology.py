@@ -1,4 +1,5 @@
-"""Digital topology of the myocardium mask: its genus, and closing its handles.
+"""Digital topology of the myocardium mask: its genus, closing its handles, and leaving
+marching cubes nothing ambiguous.
 
 Marching cubes of a mask's signed distance gives the surface of the mask read with
 26-connectivity for the object and 6-connectivity for the background (measured: the
@@ -16,6 +17,11 @@ the mask, and has the topology of a ball.
 Voxels are peeled in parallel, one parity subfield at a time: two voxels of one
 subfield are never 26-neighbours, so the simple-point test of one does not see the
 other's removal, and parallel removal equals sequential removal.
+
+Marching cubes reads 26/6 topology only where the mask leaves it nothing to decide:
+where voxels meet only along an edge or at a corner it decides from the corner values
+and may join or split differently. ``well_compose`` fills those places, again with
+simple points only, so the surface's genus is the mask's.
 """
 
 from __future__ import annotations
