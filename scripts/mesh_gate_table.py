@@ -74,6 +74,12 @@ def summarise(rows: list[tuple[str, dict]]) -> str:
         if vals:
             lines.append(f"| {key}, ml (median / max over {len(vals)} meshes) | "
                          f"{statistics.median(vals):.2f} / {max(vals):.2f} |")
+    gaps = [(hit.group(1), float(hit.group(2))) for _, m in rows for n in m.get("notes", [])
+            for hit in [re.search(r"the (LV|RV) blood pool ended ([\d.]+) mm below", n)] if hit]
+    if gaps:
+        lines.append(f"| pools extended to the base | LV {sum(g[0] == 'LV' for g in gaps)}, RV "
+                     f"{sum(g[0] == 'RV' for g in gaps)}; gap median "
+                     f"{statistics.median(g[1] for g in gaps):.1f} mm |")
     warned = [name for name, m in rows if any(n.startswith("WARNING") for n in m.get("notes", []))]
     if warned:
         lines.append(f"| WARNING notes (a ventricle sealed below the base) | {len(warned)}: "

@@ -249,8 +249,8 @@ def _close_handles(solid: np.ndarray, allowed: np.ndarray, notes: list[str],
     tunnels the wall repairs left (ragged apical tips, gaps between walls), then the
     voxels that leave marching cubes no ambiguous configuration to decide."""
     plugs = np.zeros_like(solid)
-    if not topology.is_ball(solid):
-        handles, cavities = topology.genus(solid), topology.cavities(solid)
+    components, cavities, handles = topology.topology_counts(solid)
+    if (components, cavities, handles) != (1, 0, 0):
         plugs = topology.close_handles(solid)
         what = f"{handles} handle(s)" + (f" and {cavities} enclosed cavity(ies)" if cavities else "")
         notes.append(f"closed {what} of the myocardium with {plugs.sum() * voxel_ml:.2f} ml of "

@@ -80,9 +80,8 @@ def derive_base_plane(labels: np.ndarray, affine: np.ndarray,
     """
     axis = find_slice_axis(labels, affine) if axis is None else axis
     other = tuple(a for a in range(3) if a != axis)
-    # The heart's cross-section (all labels) is larger at the base than at the apex on all
-    # 200 ACDC ground-truth frames; the pools alone misled on 2 (an ES LV pool larger
-    # toward the apex), the RV alone on 4.
+    # The heart's cross-section (all labels) narrows toward the apex; the pools alone can
+    # mislead (an ES LV pool can be larger toward the apex; ACDC patient047 ES).
     heart = (labels > 0).sum(axis=other)
     present = np.flatnonzero(heart)
     if len(present) == 0:

@@ -118,9 +118,9 @@ def repair_labels(labels: np.ndarray, allowed: np.ndarray,
     ``wrap_voxels`` of its own myocardium where it touches background; cavities enclosed
     by the myocardium (not open through the base) filled with myocardium (pool voxels
     among them counted as ``sealed_pools``, the largest such cavity's as
-    ``largest_sealed_pool``). Tunnels these
-    steps leave are closed on the final mask (bvmesh.mesh.topology), with far smaller
-    plugs than turning thin pool parts into myocardium, which an earlier version did.
+    ``largest_sealed_pool``). Tunnels these steps leave are closed on the final mask
+    (bvmesh.mesh.topology), with far smaller plugs than turning thin pool parts into
+    myocardium, which an earlier version did.
     Returns (labels, voxel counts: removed / added by each step).
     """
     lab = labels.copy()

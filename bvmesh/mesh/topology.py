@@ -108,15 +108,19 @@ def components(mask: np.ndarray) -> int:
 
 def genus(mask: np.ndarray) -> int:
     """Handles of the surface of ``mask`` (26/6): components + cavities - Euler number."""
-    mask = np.asarray(mask, bool)
-    return int(components(mask) + cavities(mask) - euler_number(mask, connectivity=3))
+    return topology_counts(mask)[2]
 
 
 def is_ball(mask: np.ndarray) -> bool:
     """One 26-connected component, no cavities, no handles."""
+    return topology_counts(mask) == (1, 0, 0)
+
+
+def topology_counts(mask: np.ndarray) -> tuple[int, int, int]:
+    """(26-connected components, cavities, handles) of ``mask``, each labelling done once."""
     mask = np.asarray(mask, bool)
     n, c = components(mask), cavities(mask)
-    return n == 1 and c == 0 and euler_number(mask, connectivity=3) == 1
+    return n, c, int(n + c - euler_number(mask, connectivity=3))
 
 
 def _window(shape: tuple[int, ...], b: int, c: int, db: int, dc: int) -> tuple[slice, ...]:
@@ -165,7 +169,7 @@ def well_compose(mask: np.ndarray, allowed: np.ndarray, rounds: int = 10) -> np.
     ok = np.pad(np.asarray(allowed, bool), 1)
     shape = m.shape
     offsets = _OFFSETS @ np.array([shape[1] * shape[2], shape[2], 1])
-    parity = sum((np.indices(shape)[k] % 2) << k for k in range(3)).reshape(-1)
+    parity = _parity(np.arange(m.size), shape, bits=(1, 2, 4))
     flat = m.reshape(-1)
     start = m.copy()
     for _ in range(rounds):
@@ -222,8 +226,7 @@ def _peel(solid: np.ndarray, keep: np.ndarray, prio: np.ndarray) -> None:
     flat = solid.reshape(-1)
     cand = np.flatnonzero(solid & ~keep)
     level_of = np.floor(prio.reshape(-1)[cand])
-    coords = np.unravel_index(cand, shape)
-    parity = (coords[0] % 2) * 4 + (coords[1] % 2) * 2 + coords[2] % 2
+    parity = _parity(cand, shape)
     top = int(level_of.max()) if len(cand) else 0
     for level in [*range(top, 0, -1), -1]:
         while True:
@@ -251,3 +254,12 @@ def _flip_simple(flat: np.ndarray, voxels: np.ndarray, parity: np.ndarray, offse
             flat[these[simple]] = value
             flipped += int(simple.sum())
     return flipped
+
+
+def _parity(flat_index: np.ndarray, shape: tuple[int, ...],
+            bits: tuple[int, int, int] = (4, 2, 1)) -> np.ndarray:
+    """Subfield (0-7) of each voxel from the parities of its three indices; ``bits`` sets
+    the order subfields are visited in (the peel and the corner filling were measured
+    with different orders, and the order decides which of two simple points goes first)."""
+    i, j, k = np.unravel_index(flat_index, shape)
+    return (i % 2) * bits[0] + (j % 2) * bits[1] + (k % 2) * bits[2]
