@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import io
 from .errors import BvmeshError, InputError
-from .outputs import REPORT, prepare_dir, write_case
+from .outputs import REPORT, MeshOptions, prepare_dir, write_case
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def read_base_slices(path: str | os.PathLike) -> dict[str, int]:
 
 def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[..., object], *,
         base_slices: dict[str, int] | None = None, base_slice: int | None = None,
-        skip_existing: bool = False, probabilities: bool = False, mesh: bool = True,
+        skip_existing: bool = False, probabilities: bool = False,
+        mesh: MeshOptions | None = MeshOptions(),
         on_case: Callable[[CaseOutcome], None] | None = None) -> list[CaseOutcome]:
     """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult.
 

@@ -12,12 +12,15 @@ import logging
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import io, qc
 from .errors import OutputError
+from .mesh.remesh import DEFAULT_EDGE_MM
+from .mesh.remesh import available as remesh_available
 from .pipeline import SegmentResult
 
 log = logging.getLogger(__name__)
@@ -40,21 +43,51 @@ def prepare_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def base_plane(result: SegmentResult) -> tuple[np.ndarray, np.ndarray]:
-    """The base cut in world mm: half a stack voxel above the base slice, normal towards the base."""
-    from .mesh.prepare import plane_normal_of_axis
+@dataclass(frozen=True)
+class MeshOptions:
+    """How ``bvmesh segment`` meshes a case: the surface's edge length (mm; None keeps
+    marching cubes' density) and how an apex the scan cuts off is closed
+    (``extrapolate``: a rounded cap; ``flat``: a lid at the last slice)."""
 
-    a = result.grid.affine
-    _, h, w = result.grid.shape
-    point = (a @ np.array([-0.5, (h - 1) / 2, (w - 1) / 2, 1.0]))[:3]
-    # Normal of the slice planes (right even on a sheared grid), from the apex toward the base:
-    # stack index s grows toward the apex.
-    return point, -plane_normal_of_axis(a, 0)
+    edge_mm: float | None = DEFAULT_EDGE_MM
+    apex: str = "extrapolate"
+
+
+def last_labelled(result: SegmentResult) -> tuple[float, bool]:
+    """(distance in mm from the base slice's centre to the centre of the most apical input
+    slice holding labels, whether that slice is the scan's last)."""
+    geo = result.report["slices"]
+    axis, base, n = geo["slice_axis"], geo["base_slice"], geo["n_slices"]
+    sign = 1 if geo["apex_direction"].startswith("increasing") else -1
+    other = tuple(a for a in range(3) if a != axis)
+    labelled = np.flatnonzero(result.labels.any(axis=other))
+    below = labelled[(labelled - base) * sign >= 0]
+    last = int(below[np.argmax((below - base) * sign)]) if len(below) else base
+    end = n - 1 if sign > 0 else 0
+    return abs(last - base) * float(result.volume.spacing[axis]), last == end
+
+
+def mesh_of(result: SegmentResult, options: MeshOptions = MeshOptions()):
+    """The tagged surface of a segmentation: its isotropic stack prediction with every
+    labelled slice's whole slab (bvmesh.mesh.slabs), the apex closed, meshed with the base
+    plane at the base slice's basal face. Returns (SurfaceMesh, SlabVolume)."""
+    from .mesh import surface_mesh
+    from .mesh.slabs import slab_volume
+
+    geo = result.report["slices"]
+    last_mm, scan_end = last_labelled(result)
+    vol = slab_volume(result.stack_labels, result.grid.affine, spacing_mm=result.grid.spacing_mm,
+                      slab_mm=float(result.volume.spacing[geo["slice_axis"]]),
+                      last_labelled_mm=last_mm, scan_end=scan_end, apex=options.apex)
+    surf = surface_mesh(vol.labels, vol.affine, base_plane=vol.base_plane,
+                        edge_mm=options.edge_mm if options.edge_mm and remesh_available() else None)
+    return surf, vol
 
 
 def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
-               probabilities: bool = False, mesh: bool = True) -> Path:
-    """Write labels, myocardium, mesh, qc.png and report.json into ``out_dir/case/``."""
+               probabilities: bool = False, mesh: MeshOptions | None = MeshOptions()) -> Path:
+    """Write labels, myocardium, mesh (None: no mesh), qc.png and report.json into
+    ``out_dir/case/``."""
     out = prepare_dir(out_dir)
     final = out / case
     tmp = out / f".{case}.partial-{uuid.uuid4().hex[:8]}"
@@ -68,9 +101,9 @@ def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
             io.save_like(np.moveaxis(result.probabilities, 0, -1), result.volume,
                          tmp / "probabilities.nii.gz", dtype=np.float32)
             files.append("probabilities.nii.gz")
-        if mesh:
-            report["mesh"] = _write_mesh(result, tmp)
-            files += ["mesh.vtp", "mesh.stl"]
+        if mesh is not None:
+            report["mesh"] = _write_mesh(result, tmp, mesh)
+            files += ["mesh.vtp", "mesh.stl", "mesh.png"]
         _write_qc(result, tmp / "qc.png")
         files.append("qc.png")
         report["outputs"] = files + [REPORT]
@@ -83,39 +116,31 @@ def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
     return final
 
 
-def mesh_of(result: SegmentResult):
-    """The tagged surface of a segmentation: its isotropic stack prediction meshed with
-    the base plane at the base slice. Returns (SurfaceMesh, voxels capped at the apex)."""
-    from .mesh import surface_mesh
-    from .mesh.repair import cap_truncated_end
-
-    # Stack slice s grows toward the apex and the stack ends with the scan: pools that
-    # reach its last slice were cut by the field of view, not by anatomy.
-    labels, capped = cap_truncated_end(result.stack_labels, axis=0, end=-1)
-    return surface_mesh(labels, result.grid.affine, base_plane=base_plane(result)), capped
-
-
-def _write_mesh(result: SegmentResult, folder: Path) -> dict:
+def _write_mesh(result: SegmentResult, folder: Path, options: MeshOptions) -> dict:
     from .mesh import write_mesh
+    from .mesh.render import render_png
 
-    surf, capped = mesh_of(result)
+    surf, vol = mesh_of(result, options)
     write_mesh(surf, folder / "mesh.vtp")
     write_mesh(surf, folder / "mesh.stl")
     case = folder.name.split(".partial")[0].lstrip(".")
+    state = "gate passed" if surf.quality.get("passed") else "GATE FAILED"
+    render_png(surf, folder / "mesh.png",
+               title=f"{case}: bvmesh segment mesh ({len(surf.faces)} faces, {state})")
     if not surf.quality.get("passed", False):
         log.warning("%s: mesh failed the quality gate (%s); it is written, see report.json",
                     case, ", ".join(surf.quality.get("failed", [])))
-    for note in surf.notes:
+    notes = [*vol.notes, *surf.notes]
+    for note in notes:
         if note.startswith("WARNING: "):
             log.warning("%s: mesh: %s", case, note.removeprefix("WARNING: "))
-    notes = list(surf.notes)
-    if capped:
-        voxel_ml = abs(np.linalg.det(result.grid.affine[:3, :3])) / 1000
-        notes.insert(0, f"the scan ends before the apex: the blood pools on its last 2 isotropic "
-                        f"slices were closed as myocardium for the mesh ({capped * voxel_ml:.2f} ml; "
-                        "labels.nii.gz is unchanged)")
-    return {"quality": surf.quality, "notes": notes,
-            "vertices": int(len(surf.vertices)), "faces": int(len(surf.faces))}
+    if options.edge_mm and not remesh_available():
+        notes.append(f"not remeshed to {options.edge_mm:g} mm: install the remeshing extra "
+                     "(pip install 'bvmesh[remesh]')")
+        log.warning("%s: %s", case, notes[-1])
+    return {"quality": surf.quality, "notes": notes, "apex": vol.apex.as_dict() if vol.apex else None,
+            "vertices": int(len(surf.vertices)), "faces": int(len(surf.faces)),
+            "myocardium_ml": round(surf.volume_ml, 2)}
 
 
 def _write_qc(result: SegmentResult, path: Path) -> None:

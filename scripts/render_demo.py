@@ -72,7 +72,7 @@ def main() -> None:
     surf, _ = mesh_of(result)  # the mesh `bvmesh segment` writes
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_case(result, tmp, "case", mesh=False)
+        folder = write_case(result, tmp, "case", mesh=None)
         shutil.copy(folder / "qc.png", args.out / "demo_qc.png")
     render_png(surf, args.out / "demo_mesh.png", title=f"{Path(args.input).name}: bvmesh segment "
                f"mesh ({len(surf.faces)} faces, gate {'passed' if surf.quality['passed'] else 'FAILED'})")

@@ -33,7 +33,7 @@ def test_segment_then_write_case_keeps_the_input_grid_and_header(make_case, tiny
     assert result.probabilities.shape == (5, *case.image.shape)
     np.testing.assert_allclose(result.probabilities.sum(0), 1.0, atol=1e-5)
 
-    folder = outputs.write_case(result, tmp_path / "out", "heart", probabilities=True, mesh=False)
+    folder = outputs.write_case(result, tmp_path / "out", "heart", probabilities=True, mesh=None)
     assert folder == tmp_path / "out" / "heart"
     assert sorted(p.name for p in folder.iterdir()) == ["labels.nii.gz", "myocardium.nii.gz",
                                                         "probabilities.nii.gz", "qc.png", "report.json"]
@@ -135,7 +135,7 @@ def test_write_case_is_all_or_nothing(make_case, tiny_model, tmp_path, monkeypat
     case = make_case()
     result = pipeline.segment(case.path, model=tiny_model, roi=case.roi, base_slice=case.base_slice)
     out = tmp_path / "out"
-    first = outputs.write_case(result, out, "heart", mesh=False)
+    first = outputs.write_case(result, out, "heart", mesh=None)
     before = {p.name: p.read_bytes() for p in first.iterdir()}
 
     def broken(*args, **kwargs):
@@ -143,12 +143,12 @@ def test_write_case_is_all_or_nothing(make_case, tiny_model, tmp_path, monkeypat
 
     monkeypatch.setattr(outputs, "_write_qc", broken)
     with pytest.raises(OutputError):
-        outputs.write_case(result, out, "heart", mesh=False)
+        outputs.write_case(result, out, "heart", mesh=None)
     # The finished case is untouched and no temporary folder is left.
     assert [p.name for p in out.iterdir()] == ["heart"]
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before
     with pytest.raises(OutputError):
-        outputs.write_case(result, out, "other", mesh=False)
+        outputs.write_case(result, out, "other", mesh=None)
     assert [p.name for p in out.iterdir()] == ["heart"]
 
 

@@ -23,6 +23,17 @@ def _roi(value: str | None) -> tuple[float, float] | None:
     return i, j
 
 
+def _mesh_options(mesh: bool, edge_mm: float, apex: str):
+    from ..mesh.apex import APEX_MODES
+    from ..outputs import MeshOptions
+
+    if apex not in APEX_MODES:
+        raise typer.BadParameter(f"--apex {apex!r}: use {' or '.join(APEX_MODES)}")
+    if edge_mm < 0:
+        raise typer.BadParameter(f"--edge-mm {edge_mm:g}: give a length in mm, or 0 for none")
+    return MeshOptions(edge_mm=edge_mm or None, apex=apex) if mesh else None
+
+
 def segment_command(
     inputs: list[str] = typer.Argument(None, help="Image files (.nii/.nii.gz/.mha/.nrrd), DICOM "
                                        "series folders, folders of images, or glob patterns."),
@@ -52,7 +63,13 @@ def segment_command(
                                      "free wall when the model has no RV-myocardium class."),
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
                                             help="Also write probabilities.nii.gz."),
-    mesh: bool = typer.Option(True, "--mesh/--no-mesh", help="Write mesh.vtp and mesh.stl."),
+    mesh: bool = typer.Option(True, "--mesh/--no-mesh", help="Write mesh.vtp, mesh.stl and "
+                              "mesh.png."),
+    edge_mm: float = typer.Option(1.5, "--edge-mm", help="Remesh the surface to edges of about "
+                                  "this length (mm; needs bvmesh[remesh]); 0 keeps marching "
+                                  "cubes' density."),
+    apex: str = typer.Option("extrapolate", "--apex", help="When the scan ends with the "
+                             "ventricles open: extrapolate (a rounded cap) or flat (a lid)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose "
                                        "report.json exists (resume a cohort)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -66,8 +83,9 @@ def segment_command(
                            slice_axis=slice_axis, frame=frame, roi=_roi(roi), weights=weights,
                            cache_dir=cache_dir, offline=offline or None, device=device,
                            propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
-                           save_probabilities=save_probabilities, mesh=mesh,
-                           skip_existing=skip_existing, as_json=as_json, example=example)
+                           save_probabilities=save_probabilities,
+                           mesh=_mesh_options(mesh, edge_mm, apex), skip_existing=skip_existing,
+                           as_json=as_json, example=example)
     raise typer.Exit(code)
 
 

@@ -1,0 +1,73 @@
+"""Isotropic remeshing of a closed surface to a chosen edge length, keeping the base rim.
+
+Uses gpytoolbox's ``remesh_botsch`` (Botsch & Kobbelt's split / collapse / flip /
+tangential-relaxation loop, projected back onto the input surface), an optional extra:
+``pip install 'bvmesh[remesh]'``. gpytoolbox's functions used here are MIT; its wheel
+also carries a GPL module (``gpytoolbox.copyleft``) that bvmesh never imports, and it
+pulls a convex solver (scs, ~150 MB) that remeshing does not need, so it is not a
+default dependency. The edges between the base cap and the walls are given as feature
+edges: they may be split and slid along, never flipped or cut across, so the cap stays
+one plane with a sharp rim.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Remeshing passes: fewer left 0.4-3.6 degree slivers on a 115 000-face ACDC surface.
+ITERATIONS = 5
+#: The edge length given when none is asked for: what electrophysiology meshes use.
+DEFAULT_EDGE_MM = 1.5
+
+
+#: Edge lengths tried in turn, as fractions of the one asked for, while the remeshed surface
+#: fails the gate: edges much longer than a thin wall (the RV free wall, 3 mm) can be
+#: projected onto its other side (2 mm edges crossed a 3 mm wall on the test phantom).
+LADDER = (1.0, 0.75, 0.5)
+
+
+def edge_ladder(edge_mm: float) -> tuple[float, ...]:
+    """The edge lengths to try for ``edge_mm``, longest first (rounded to 0.05 mm)."""
+    return tuple(dict.fromkeys(round(round(edge_mm * f / 0.05) * 0.05, 2) for f in LADDER
+                               if edge_mm * f >= 0.5))
+
+
+def available() -> bool:
+    """Whether the remeshing extra is installed."""
+    from importlib.util import find_spec
+
+    return find_spec("gpytoolbox") is not None
+
+
+def rim_edges(faces: np.ndarray, base_faces: np.ndarray) -> np.ndarray:
+    """(K, 2) vertex pairs of the edges shared by a base face and a wall face."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    owner_base = np.tile(base_faces, 3)
+    key = np.sort(edges, axis=1)
+    order = np.lexsort((key[:, 1], key[:, 0]))
+    key, owner_base = key[order], owner_base[order]
+    # A closed manifold surface has each edge exactly twice: pairs sit side by side.
+    first, second = key[0::2], owner_base[0::2] != owner_base[1::2]
+    return first[second]
+
+
+def remesh(verts: np.ndarray, faces: np.ndarray, base_faces: np.ndarray,
+           edge_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The surface remeshed to edges of about ``edge_mm`` (mm), the base rim kept sharp."""
+    if edge_mm <= 0:
+        raise InputError(f"the edge length must be positive, not {edge_mm:g} mm")
+    try:
+        with warnings.catch_warnings():  # its own modules' numpy/scipy deprecations
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from gpytoolbox import remesh_botsch
+    except ImportError:
+        raise InputError("remeshing to an edge length needs gpytoolbox (an optional extra): "
+                         "pip install 'bvmesh[remesh]'") from None
+    u, g = remesh_botsch(np.ascontiguousarray(verts, float), np.ascontiguousarray(faces, np.int64),
+                         ITERATIONS, float(edge_mm), True,
+                         feature_edges=rim_edges(faces, base_faces).astype(np.int64))
+    return np.asarray(u, float), np.asarray(g, np.int64)

@@ -1,0 +1,139 @@
+"""The mesh `bvmesh segment` writes: whole base and apex slabs, a closed apex, a chosen density."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bvmesh import outputs, pipeline, preprocess
+from bvmesh.labels import LV_MYO, LV_POOL, RV_POOL
+from bvmesh.mesh import apex, remesh, surface_mesh
+from bvmesh.mesh.slabs import slab_volume
+
+
+def _exact_result(make_case, tiny_model, det_sign: int):
+    """A segment result whose labels are the phantom's own (random weights segment nothing)."""
+    case = make_case(spacing=(1.6, 1.6, 9.0), det_sign=det_sign)
+    result = pipeline.segment(case.path, model=tiny_model, roi=case.roi, base_slice=case.base_slice)
+    stack = preprocess.resample(case.phantom.labels.astype(np.float32), result.grid, order=0,
+                                mode="constant").astype(np.uint8)
+    return case, dataclasses.replace(result, labels=case.phantom.labels.copy(), stack_labels=stack)
+
+
+@pytest.mark.parametrize("det_sign", [1, -1])
+def test_segment_mesh_reaches_the_basal_face_of_the_base_slice(make_case, tiny_model, det_sign):
+    """The phantom's base plane is the basal face of its base slice: the mesh must reach it
+    (it stopped 4.5 mm short, at the slice's centre), and hold the label map's myocardium."""
+    case, result = _exact_result(make_case, tiny_model, det_sign)
+    surf, vol = outputs.mesh_of(result, outputs.MeshOptions(edge_mm=None))
+    point, normal = vol.base_plane
+    truth_point, truth_normal = case.phantom.base_plane
+    assert normal @ truth_normal == pytest.approx(1.0, abs=1e-6)
+    assert abs((point - truth_point) @ truth_normal) < 0.05
+    heights = (surf.vertices - truth_point) @ truth_normal
+    assert heights.max() == pytest.approx(0.0, abs=0.05)
+    assert surf.quality["passed"], surf.quality["failed"]
+    voxel_ml = abs(np.linalg.det(case.affine[:3, :3])) / 1000
+    label_ml = np.isin(case.phantom.labels, (2, 4)).sum() * voxel_ml
+    assert vol.apex is None  # the phantom's apex lies inside the scan, closed by its labels
+    assert surf.volume_ml == pytest.approx(label_ml, rel=0.03)
+
+
+def _open_tube(n: int = 40, outer: float = 14, inner: float = 9) -> np.ndarray:
+    """An LV-like thick tube along axis 0 (1 mm voxels), open at both ends."""
+    r = np.hypot(*np.mgrid[-20:21, -20:21])
+    section = np.where(r < inner, LV_POOL, np.where(r < outer, LV_MYO, 0)).astype(np.uint8)
+    return np.repeat(section[None], n, axis=0)
+
+
+def test_apex_extrapolation_of_a_cylinder_is_a_dome_of_its_radius():
+    tube = _open_tube()
+    assert apex.is_open(tube)
+    capped, cap = apex.extrapolate(tube, 1.0, 0.001)
+    assert cap.mode == "extrapolate"
+    # No taper: a hemispherical dome as high as the inscribed radius (14 mm), within a voxel.
+    assert cap.height_mm == pytest.approx(14, abs=1.5)
+    assert not apex.is_open(capped)
+    pool_rows = np.flatnonzero((capped == LV_POOL).any(axis=(1, 2)))
+    myo_rows = np.flatnonzero((capped > 0).any(axis=(1, 2)))
+    # The pool closes at least one wall (5 mm, the section's) before the epicardium does.
+    assert myo_rows[-1] - pool_rows[-1] >= 4
+    # Sections shrink monotonically (a dome, not a lid or a blob).
+    areas = (capped[len(tube) - 1:] > 0).sum(axis=(1, 2))
+    assert np.all(np.diff(areas) <= 0) and areas[-1] < 0.2 * areas[0]
+    assert cap.myocardium_ml > 0 and cap.pool_ml > 0
+
+
+def test_a_tapering_heart_gets_a_shorter_cap():
+    tube = _open_tube()
+    r = np.hypot(*np.mgrid[-20:21, -20:21])
+    for i in range(len(tube)):  # the outer radius shrinks 0.25 mm per mm toward the end
+        outer = 18 - 0.25 * i
+        tube[i] = np.where(r < outer - 5, LV_POOL, np.where(r < outer, LV_MYO, 0))
+    _, flat_cap = apex.extrapolate(_open_tube(), 1.0, 0.001)
+    _, tapered = apex.extrapolate(tube, 1.0, 0.001)
+    assert tapered.height_mm < flat_cap.height_mm - 1
+    assert apex.cap_profile(10.0, 0.0)[2] == pytest.approx(10.0)
+    assert apex.cap_profile(10.0, 1.5)[2] < 5.0
+
+
+def test_flat_apex_is_a_lid_at_the_last_slice():
+    tube = _open_tube()
+    lidded, cap = apex.flat_lid(tube, 0.001)
+    assert len(lidded) == len(tube) and cap.mode == "flat"
+    assert not np.isin(lidded[-2:], (LV_POOL, RV_POOL)).any()
+    assert (lidded[:-2] == tube[:-2]).all()
+
+
+@pytest.mark.parametrize("det_sign", [1, -1])
+def test_slab_volume_of_a_truncated_stack(det_sign):
+    """A stack whose labels run to the scan's end gets its last half slab and a cap; one whose
+    labels end inside the scan keeps nothing past the last labelled slab's apical face."""
+    affine = np.diag([1.25, 1.25, 1.25 * det_sign, 1.0])
+    affine[:3, :3] = affine[:3, :3] @ np.linalg.qr(np.array([[1, .2, .1], [.1, 1, .3], [0, .2, 1]]))[0]
+    stack = _open_tube(n=33)  # base slice centre at 0, the scan's last slice centre at 32
+    vol = slab_volume(stack, affine, spacing_mm=1.25, slab_mm=10, last_labelled_mm=40,
+                      scan_end=True)
+    up = int(np.ceil(5 / 1.25)) + 1
+    # The base plane sits 5 mm above the base slice's centre, toward the base.
+    centre0 = (vol.affine @ [up, 20, 20, 1])[:3]
+    assert (centre0 - vol.base_plane[0]) @ vol.base_plane[1] == pytest.approx(-5.0, abs=1e-6)
+    assert vol.apex is not None and vol.apex.mode == "extrapolate"
+    assert len(vol.labels) == up + 36 + vol.apex.slices  # 36 slices: to the face at 45 mm
+    # Labels end inside the scan: the stack's tissue past that slab (here a solid plug the
+    # label map on the input grid does not have) is not meshed.
+    inside = slab_volume(np.concatenate([stack[:20], stack[20:] * 0 + LV_MYO]), affine,
+                         spacing_mm=1.25, slab_mm=10, last_labelled_mm=10, scan_end=False,
+                         apex="flat")
+    assert len(inside.labels) == up + 12  # 15 mm = 12 voxels, nothing past the face
+    assert any("the labels end before the scan does" in n for n in inside.notes)
+    flat = slab_volume(stack, affine, spacing_mm=1.25, slab_mm=10, last_labelled_mm=40,
+                       scan_end=True, apex="flat")
+    assert flat.apex.mode == "flat" and len(flat.labels) == up + 36
+
+
+@pytest.mark.parametrize("det_sign", [1, -1])
+def test_remeshed_surface_has_the_chosen_edge_and_keeps_shape_tags_and_gate(det_sign):
+    pytest.importorskip("gpytoolbox")
+    from phantoms import make_phantom
+
+    ph = make_phantom((1.25, 1.25, 1.25), oblique=(15.0, -10.0, 25.0), det_sign=det_sign,
+                      truth=False)
+    native = surface_mesh(ph.labels, ph.affine, base_plane=ph.base_plane)
+    coarse = surface_mesh(ph.labels, ph.affine, base_plane=ph.base_plane, edge_mm=2.0)
+    assert coarse.quality["passed"], coarse.quality["failed"]
+    # 2 mm edges can cross the phantom's 3 mm RV wall: the gate then asks for shorter ones.
+    note = next(n for n in coarse.notes if n.startswith("remeshed to "))
+    edge = float(note.removeprefix("remeshed to ").split(" mm")[0])
+    assert edge in remesh.edge_ladder(2.0)
+    edges = np.linalg.norm(coarse.vertices[coarse.faces] - coarse.vertices[np.roll(coarse.faces, 1, 1)],
+                           axis=2)
+    assert np.median(edges) == pytest.approx(edge, rel=0.2)
+    if edge >= 1.5:
+        assert len(coarse.faces) < 0.7 * len(native.faces)
+    assert coarse.volume_ml == pytest.approx(native.volume_ml, rel=0.01)
+    assert set(np.unique(coarse.face_tags)) == {10, 20, 30, 40}
+    base = coarse.vertices[np.unique(coarse.faces[coarse.face_tags == 10])]
+    assert np.abs((base - ph.base_point) @ ph.base_normal).max() < 1e-6
