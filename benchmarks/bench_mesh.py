@@ -16,16 +16,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from phantoms import make_phantom  # noqa: E402
 from timing import timed  # noqa: E402
 
 from bvmesh import segment  # noqa: E402
 from bvmesh.examples import EXAMPLE  # noqa: E402
 from bvmesh.mesh import surface_mesh, tetra_mesh  # noqa: E402
 from bvmesh.outputs import mesh_of  # noqa: E402
+from bvmesh.testing import make_phantom
 
 
 def main() -> None:

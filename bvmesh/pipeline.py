@@ -56,7 +56,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
             slice_axis: int | None = None, frame: int | None = None,
             roi: tuple[float, float] | None = None, weights: str | os.PathLike | None = None,
             model=None, device: str = "auto", propagation: bool = True, fusion: bool = True,
-            rv_wall_mm: float = 3.0,
+            rv_wall_mm: float = 3.0, plausibility: bool = True,
             probabilities: bool = False, cache_dir: str | os.PathLike | None = None,
             offline: bool | None = None) -> SegmentResult:
     """Segment the LV and RV of one short-axis volume.
@@ -69,6 +69,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     propagation; see docs/method.md for why fusion is the default). ``model`` (from
     :func:`bvmesh.load_model`) avoids reloading weights in cohorts; otherwise
     ``weights`` (registry name, path or URL; None = bundled default) is loaded on ``device``.
+    ``plausibility``: remove what no heart has (bvmesh.plausibility), listed in the report.
     """
     times, lap = _timer()
     volume = source if isinstance(source, io.Volume) else io.load(source, frame=frame)
@@ -99,6 +100,8 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
                           fusion=fusion)
     lap("network")
     stack_labels = postprocess.clean(postprocess.threshold(probs, model.classes))
+    if plausibility:
+        stack_labels, report["plausibility"] = _plausible(stack_labels, grid, geo, volume)
     if "rv_myo" not in model.classes and rv_wall_mm > 0:
         stack_labels = postprocess.add_rv_wall(stack_labels, grid.spacing_mm, rv_wall_mm)
         report["warnings"].append(
@@ -123,6 +126,27 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     if not np.isin(labels, MYOCARDIUM).any():
         report["warnings"].append("no myocardium was found; check the ROI and base slice in qc.png")
     return SegmentResult(volume, labels, stack_labels, grid, report, prob_out)
+
+
+def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict,
+               volume: io.Volume) -> tuple[np.ndarray, list[dict]]:
+    """bvmesh.plausibility's rules on the stack, each removal with the input slices it hit."""
+    from .plausibility import enforce
+
+    labels, removals = enforce(stack_labels, grid.spacing_mm, geo["init_stack"])
+    if removals:
+        labels = postprocess.clean(labels)  # a cut can leave a piece cut off
+    step = grid.spacing_mm / volume.spacing[geo["report"]["slice_axis"]]
+    sign = 1 if geo["apex_sign"] > 0 else -1
+    listed = []
+    for r in removals:
+        item = r.as_dict()
+        item["input_slices"] = [int(round(geo["base_slice"] + sign * s * step))
+                                for s in item["stack_slices"]]
+        listed.append(item)
+        log.info("plausibility: removed %.2f ml of %s (%s) on input slices %s", r.ml, r.structure,
+                 r.rule, item["input_slices"])
+    return labels, listed
 
 
 def load_weights(spec, device: str = "auto", *, cache_dir=None, offline=None):

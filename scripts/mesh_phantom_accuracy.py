@@ -18,11 +18,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from phantoms import make_phantom  # noqa: E402
 
 from bvmesh.mesh import BASE, surface_mesh  # noqa: E402
+from bvmesh.testing import make_phantom
 
 
 def metrics(surf, phantom) -> tuple[float, float, float, float]:

@@ -1,6 +1,6 @@
 """Shared fixtures of the segmentation-engine tests: a tiny random model and phantom images.
 
-Images are the analytic phantom of ``phantoms.py`` with one grey value per label plus
+Images are the analytic phantom of ``bvmesh.testing`` with one grey value per label plus
 Gaussian noise, so every test knows the exact labels, affine, base slice and heart centre.
 A random model finds no heart, so end-to-end tests pass ``roi`` and ``base_slice``.
 """
@@ -14,10 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-try:
-    from phantoms import Phantom, make_phantom
-except ImportError:  # run from the repository root as a package
-    from tests.phantoms import Phantom, make_phantom
+from bvmesh.testing import Phantom, make_phantom
 
 #: Grey value per label (background, LV pool, LV myo, RV pool, RV myo): bright pools, dark muscle.
 LABEL_INTENSITY = np.array([20.0, 220.0, 90.0, 200.0, 80.0])

@@ -11,10 +11,11 @@ from bvmesh.postprocess import one_hot
 
 try:
     from conftest import heart_base_and_roi
-    from phantoms import make_phantom, rotation
+
+    from bvmesh.testing import make_phantom, rotation
 except ImportError:
+    from bvmesh.testing import make_phantom, rotation
     from tests.conftest import heart_base_and_roi
-    from tests.phantoms import make_phantom, rotation
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

@@ -15,10 +15,11 @@ from bvmesh.errors import InputError, OutputError
 
 try:
     from conftest import save_nifti, sitk_image, write_itk
-    from phantoms import rotation
+
+    from bvmesh.testing import rotation
 except ImportError:
+    from bvmesh.testing import rotation
     from tests.conftest import save_nifti, sitk_image, write_itk
-    from tests.phantoms import rotation
 
 
 def oblique_affine(spacing=(1.5, 1.7, 8.0), det_sign: int = 1, angles=(20.0, -15.0, 30.0),

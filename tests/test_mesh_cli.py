@@ -9,11 +9,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from bvmesh.cli.main import app
-
-try:
-    from phantoms import make_phantom
-except ImportError:
-    from tests.phantoms import make_phantom
+from bvmesh.testing import make_phantom
 
 runner = CliRunner()
 

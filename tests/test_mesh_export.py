@@ -10,11 +10,7 @@ import pytest
 
 from bvmesh.errors import InputError, OutputError
 from bvmesh.mesh import surface_mesh, write_mesh
-
-try:
-    from phantoms import make_phantom
-except ImportError:
-    from tests.phantoms import make_phantom
+from bvmesh.testing import make_phantom
 
 
 @pytest.fixture(scope="module")

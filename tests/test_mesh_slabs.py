@@ -10,7 +10,7 @@ import pytest
 from bvmesh import outputs, pipeline, preprocess
 from bvmesh.labels import LV_MYO, LV_POOL, RV_POOL
 from bvmesh.mesh import apex, remesh, surface_mesh
-from bvmesh.mesh.slabs import slab_volume
+from bvmesh.mesh.slabs import NODE_SHIFT, slab_volume
 
 
 def _exact_result(make_case, tiny_model, det_sign: int):
@@ -99,7 +99,8 @@ def test_slab_volume_of_a_truncated_stack(det_sign):
     up = int(np.ceil(5 / 1.25)) + 1
     # The base plane sits 5 mm above the base slice's centre, toward the base.
     centre0 = (vol.affine @ [up, 20, 20, 1])[:3]
-    assert (centre0 - vol.base_plane[0]) @ vol.base_plane[1] == pytest.approx(-5.0, abs=1e-6)
+    # (a face on a layer of grid nodes is moved NODE_SHIFT voxels toward the apex)
+    assert (centre0 - vol.base_plane[0]) @ vol.base_plane[1] == pytest.approx(-5.0 + NODE_SHIFT * 1.25)
     assert vol.apex is not None and vol.apex.mode == "extrapolate"
     assert len(vol.labels) == up + 36 + vol.apex.slices  # 36 slices: to the face at 45 mm
     # Labels end inside the scan: the stack's tissue past that slab (here a solid plug the
@@ -117,7 +118,7 @@ def test_slab_volume_of_a_truncated_stack(det_sign):
 @pytest.mark.parametrize("det_sign", [1, -1])
 def test_remeshed_surface_has_the_chosen_edge_and_keeps_shape_tags_and_gate(det_sign):
     pytest.importorskip("gpytoolbox")
-    from phantoms import make_phantom
+    from bvmesh.testing import make_phantom
 
     ph = make_phantom((1.25, 1.25, 1.25), oblique=(15.0, -10.0, 25.0), det_sign=det_sign,
                       truth=False)

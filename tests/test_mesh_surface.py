@@ -10,11 +10,7 @@ from bvmesh.errors import GeometryError, InputError
 from bvmesh.mesh import BASE, EPI, LV, RV, surface_mesh
 from bvmesh.mesh.quality import quality_report
 from bvmesh.mesh.surface import signed_volume
-
-try:
-    from phantoms import make_phantom
-except ImportError:  # tests/ made a package
-    from tests.phantoms import make_phantom
+from bvmesh.testing import make_phantom
 
 
 def face_areas(surf):

@@ -7,11 +7,7 @@ import pytest
 
 from bvmesh.mesh import BASE, EPI, LV, RV, surface_mesh, tetra_mesh, write_mesh
 from bvmesh.mesh.tetra import boundary_faces, dihedral_angles, tet_volumes
-
-try:
-    from phantoms import make_phantom
-except ImportError:
-    from tests.phantoms import make_phantom
+from bvmesh.testing import make_phantom
 
 gmsh = pytest.importorskip("gmsh")
 

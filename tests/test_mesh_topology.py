@@ -9,11 +9,7 @@ from skimage.measure import euler_number
 
 from bvmesh.mesh import surface_mesh
 from bvmesh.mesh.topology import _OFFSETS, close_handles, genus, is_ball, simple_points
-
-try:
-    from phantoms import make_phantom
-except ImportError:  # tests/ made a package
-    from tests.phantoms import make_phantom
+from bvmesh.testing import make_phantom
 
 
 def _betti(mask: np.ndarray) -> tuple[int, int, int]:

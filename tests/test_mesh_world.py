@@ -6,11 +6,7 @@ import numpy as np
 
 from bvmesh import io
 from bvmesh.mesh import surface_mesh
-
-try:
-    from phantoms import make_phantom
-except ImportError:
-    from tests.phantoms import make_phantom
+from bvmesh.testing import make_phantom
 
 
 def test_simpleitk_and_nibabel_reads_give_the_same_mesh(tmp_path):

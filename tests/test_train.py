@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIG, save_nifti
-from phantoms import make_phantom
 
 from bvmesh.dataset import Case, find_cases, stratified_folds
 from bvmesh.model import load_model
+from bvmesh.testing import make_phantom
 from bvmesh.train import TrainConfig, run
 
 ACDC_OF_BVMESH = np.array([0, 3, 2, 1, 0], np.uint8)  # bvmesh label -> ACDC label

@@ -38,6 +38,13 @@ from .prepare import plane_normal_of_axis
 TERRACE_SIGMA = 0.3
 
 
+#: A base plane within ON_NODE voxels of a layer of grid nodes (a 10 mm slab on the
+#: 1.25 mm stack puts it exactly there) is moved NODE_SHIFT voxels toward the apex:
+#: marching cubes then puts wall vertices exactly on the cut, and the flattened cap
+#: had slivers and crossed itself (a synthetic scan with 10 mm slices). 0.3 mm at most.
+ON_NODE, NODE_SHIFT = 0.1, 0.25
+
+
 @dataclass(frozen=True)
 class SlabVolume:
     """Labels and affine to mesh, the base plane (point mm, unit normal toward the base),
@@ -93,8 +100,10 @@ def slab_volume(stack_labels: np.ndarray, affine: np.ndarray, *, spacing_mm: flo
                          "myocardium)")
     # The base plane: the basal face of the base slice, normal from the apex toward the base.
     a = out_affine
-    centre = np.array([up - half / spacing_mm, (labels.shape[1] - 1) / 2,
-                       (labels.shape[2] - 1) / 2, 1.0])
+    face = up - half / spacing_mm
+    if abs(face - round(face)) < ON_NODE:
+        face += NODE_SHIFT  # see NODE_SHIFT
+    centre = np.array([face, (labels.shape[1] - 1) / 2, (labels.shape[2] - 1) / 2, 1.0])
     point = (a @ centre)[:3]
     normal = -plane_normal_of_axis(a, 0)
     return SlabVolume(labels, out_affine, (point, normal), cap, tuple(notes))

@@ -1,4 +1,5 @@
-"""Analytic biventricular phantoms with exact ground truth, for tests and benchmarks.
+"""Analytic biventricular phantoms with exact ground truth, for tests, benchmarks and scripts
+(``from bvmesh.testing import make_phantom``, as scikit-image ships ``skimage.data``).
 
 The heart is built in its own frame (mm): z is the long axis, the base plane is z = 0
 and the apex points toward -z. The LV is a half ellipsoidal shell, the RV pool a

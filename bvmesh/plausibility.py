@@ -1,0 +1,115 @@
+"""Anatomical plausibility in 3D: remove from a segmentation what no heart has.
+
+Runs on the isotropic stack (axis 0 from the base, s = 0, toward the apex), after the
+per-structure clean-up and before the geometric RV wall. Each rule removes voxels and
+says where and how much, so a report can list every removal:
+
+- ``rv_off_septum``: on each slice, an RV blood pool piece that does not come within
+  ``RV_SEPTUM_GAP_MM`` of the LV myocardium. The RV wraps around the septum; a piece
+  away from it (or on a slice with no LV at all) is a neighbouring bright structure.
+- ``apical_growth``: from the initialisation slice toward the apex the ventricles taper.
+  Each slice's heart (all labels) and RV pool must lie within one voxel of the previous
+  slice's, and may not be larger than it by more than ``GROWTH_PER_MM`` per mm; what
+  exceeds that, farthest from the previous slice first, is removed. This is what cuts a
+  blob that grows from the apical RV into the liver or the stomach.
+
+Nothing basal of the initialisation slice is touched: the base widens by nature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import LV_MYO, RV_POOL
+
+#: How close (mm) an RV pool piece must come to the LV myocardium to be kept: the
+#: septum touches it; 5 mm leaves room for a thin band the network left unlabelled.
+RV_SEPTUM_GAP_MM = 5.0
+#: Largest growth of a section toward the apex, per mm. Real ventricles shrink there;
+#: 5 % per mm allows for a tilted long axis and a wobbling contour.
+GROWTH_PER_MM = 0.05
+#: Pieces smaller than this (ml) are not listed one by one (they still count).
+LIST_ML = 0.05
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One rule's removal: the structure, the stack slices it touched, its volume (ml)."""
+
+    rule: str
+    structure: str
+    first_slice: int
+    last_slice: int
+    ml: float
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "structure": self.structure,
+                "stack_slices": [self.first_slice, self.last_slice], "ml": round(self.ml, 2)}
+
+
+def enforce(labels: np.ndarray, spacing_mm: float, init_slice: int) -> tuple[np.ndarray, list[Removal]]:
+    """Apply every rule (see the module docstring); returns (labels, removals)."""
+    out = labels.copy()
+    voxel_ml = spacing_mm ** 3 / 1000
+    removals = []
+    for rule, removed in (("rv_off_septum", _rv_off_septum(out, spacing_mm)),
+                          ("apical_growth", _apical_growth(out, spacing_mm, init_slice))):
+        for structure, mask in removed.items():
+            if mask.any():
+                rows = np.flatnonzero(mask.any(axis=(1, 2)))
+                removals.append(Removal(rule, structure, int(rows[0]), int(rows[-1]),
+                                        float(mask.sum()) * voxel_ml))
+    return out, [r for r in removals if r.ml >= LIST_ML]
+
+
+def _rv_off_septum(labels: np.ndarray, spacing_mm: float) -> dict[str, np.ndarray]:
+    """Remove (in place) RV pool pieces far from the LV myocardium, slice by slice."""
+    removed = np.zeros(labels.shape, bool)
+    reach = RV_SEPTUM_GAP_MM / spacing_mm
+    for s in range(len(labels)):
+        rv = labels[s] == RV_POOL
+        if not rv.any():
+            continue
+        lv = labels[s] == LV_MYO
+        near = ndimage.distance_transform_edt(~lv) <= reach if lv.any() else np.zeros_like(lv)
+        pieces, n = ndimage.label(rv)
+        touching = np.unique(pieces[near & rv])
+        far = rv & ~np.isin(pieces, touching[touching > 0])
+        labels[s][far] = 0
+        removed[s] = far
+    return {"rv_pool": removed}
+
+
+def _apical_growth(labels: np.ndarray, spacing_mm: float, init_slice: int) -> dict[str, np.ndarray]:
+    """Remove (in place) what makes a section outgrow the previous one toward the apex."""
+    removed = {"heart": np.zeros(labels.shape, bool), "rv_pool": np.zeros(labels.shape, bool)}
+    cap = 1 + GROWTH_PER_MM * spacing_mm
+    for s in range(max(init_slice, 0) + 1, len(labels)):
+        for name, mask in (("heart", labels[s] > 0), ("rv_pool", labels[s] == RV_POOL)):
+            prev = labels[s - 1] > 0 if name == "heart" else labels[s - 1] == RV_POOL
+            if not mask.any():
+                continue
+            cut = _outgrowth(mask, prev, cap)
+            if cut.any():
+                labels[s][cut] = 0
+                removed[name][s] = cut
+    return removed
+
+
+def _outgrowth(mask: np.ndarray, prev: np.ndarray, cap: float) -> np.ndarray:
+    """The pixels of ``mask`` beyond one pixel of ``prev``, then the farthest from ``prev``
+    until ``mask`` is at most ``cap`` x ``prev``'s area."""
+    if not prev.any():
+        return mask.copy()
+    dist = ndimage.distance_transform_edt(~prev)
+    cut = mask & (dist > 1.5)
+    keep = mask & ~cut
+    excess = int(keep.sum() - np.floor(cap * prev.sum()))
+    if excess > 0:
+        outside = np.flatnonzero(keep & (dist > 0))
+        order = outside[np.argsort(-dist.ravel()[outside], kind="stable")][:excess]
+        cut.ravel()[order] = True
+    return cut
