@@ -489,7 +489,7 @@ def find_image_cases(data_dir: str | Path) -> list[CasePair]:
 def segment_and_score(
     pairs: Sequence[CasePair], *, weights: str | Path | None = None, labels: str = "acdc",
     device: str = "auto", propagation: bool = True, fusion: bool = True, base_from_gt: bool = False,
-    isotropic_mm: float | None = ISOTROPIC_MM, save_dir: str | Path | None = None,
+    plausibility: bool = True, isotropic_mm: float | None = ISOTROPIC_MM, save_dir: str | Path | None = None,
     segment_fn: Callable | None = None, model=None,
 ) -> Iterator[CaseResult]:
     """Segment each image with :func:`bvmesh.segment` and score it against its ground truth.
@@ -522,7 +522,7 @@ def segment_and_score(
                 base = metrics.labelled_range(gt > 0, axis).base
             t0 = time.perf_counter()
             seg = segment_fn(pair.pred, model=model, device=device, propagation=propagation,
-                             fusion=fusion, base_slice=base)
+                             fusion=fusion, base_slice=base, plausibility=plausibility)
             seconds = time.perf_counter() - t0
             pred = np.asarray(seg.labels)
             check_same_grid(pair.pred, pred, seg.volume.affine, pair.gt, gt, gt_affine)

@@ -98,11 +98,27 @@ def base_from_areas(areas: np.ndarray, min_fraction: float = 0.05) -> tuple[int,
     return base, sign, why
 
 
-def apex_sign_from_areas(areas: np.ndarray, base_slice: int) -> int:
-    """With the base given: the apex lies on the side of the base where the heart is."""
-    below = areas[base_slice + 1:].sum()
-    above = areas[:base_slice].sum()
+def apex_sign_from_areas(areas: np.ndarray, base_slice: int, min_fraction: float = 0.05) -> int:
+    """With the base given: the apex lies on the side where the heart goes on longer.
+
+    Counted in slices of heart (area above ``min_fraction`` of the largest) running on
+    from the base, not in summed area: the atria and outflow tracts above a base in the
+    middle of a stack are as wide as the ventricles (summed areas chose them on a
+    synthetic scan with two slices of atria above the base), but a ventricle runs on
+    further. Equal runs: the summed areas decide; no heart on either side: the longer side.
+    """
+    present = areas > min_fraction * areas.max() if areas.max() > 0 else np.zeros(len(areas), bool)
+
+    def run(step: int) -> int:
+        k, n = base_slice + step, 0
+        while 0 <= k < len(areas) and present[k]:
+            k, n = k + step, n + 1
+        return n
+
+    below, above = run(1), run(-1)
+    if below != above:
+        return 1 if below > above else -1
+    below, above = areas[base_slice + 1:].sum(), areas[:base_slice].sum()
     if below == above:
-        n = len(areas)
-        return 1 if base_slice < n / 2 else -1
+        return 1 if base_slice < len(areas) / 2 else -1
     return 1 if below > above else -1

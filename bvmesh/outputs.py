@@ -19,7 +19,7 @@ import numpy as np
 
 from . import io, qc
 from .errors import OutputError
-from .mesh.remesh import DEFAULT_EDGE_MM
+from .mesh.remesh import DEFAULT_EDGE_MM, missing_note
 from .mesh.remesh import available as remesh_available
 from .pipeline import SegmentResult
 
@@ -135,8 +135,7 @@ def _write_mesh(result: SegmentResult, folder: Path, options: MeshOptions) -> di
         if note.startswith("WARNING: "):
             log.warning("%s: mesh: %s", case, note.removeprefix("WARNING: "))
     if options.edge_mm and not remesh_available():
-        notes.append(f"not remeshed to {options.edge_mm:g} mm: install the remeshing extra "
-                     "(pip install 'bvmesh[remesh]')")
+        notes.append(missing_note(options.edge_mm))
         log.warning("%s: %s", case, notes[-1])
     return {"quality": surf.quality, "notes": notes, "apex": vol.apex.as_dict() if vol.apex else None,
             "vertices": int(len(surf.vertices)), "faces": int(len(surf.faces)),

@@ -7,13 +7,21 @@ says where and how much, so a report can list every removal:
 - ``rv_off_septum``: on each slice, an RV blood pool piece that does not come within
   ``RV_SEPTUM_GAP_MM`` of the LV myocardium. The RV wraps around the septum; a piece
   away from it (or on a slice with no LV at all) is a neighbouring bright structure.
-- ``apical_growth``: from the initialisation slice toward the apex the ventricles taper.
+- ``apical_growth``: from ``BASAL_FREE_MM`` below the base (or the initialisation slice,
+  if that comes first) toward the apex the ventricles taper.
   Each slice's heart (all labels) and RV pool must lie within one voxel of the previous
   slice's, and may not be larger than it by more than ``GROWTH_PER_MM`` per mm; what
   exceeds that, farthest from the previous slice first, is removed. This is what cuts a
   blob that grows from the apical RV into the liver or the stomach.
+- ``apical_fragments``: apical of the initialisation slice, tissue that hangs on to the
+  heart only by strands thinner than ``FRAGMENT_MM`` (gone after a 3D opening) is removed:
+  the apex is a compact cap of muscle, not a trail of pieces in the liver (a synthetic
+  scan kept 4 slices of such pieces after the growth rule).
 
-Nothing basal of the initialisation slice is touched: the base widens by nature.
+- ``beyond_located_heart``: tissue more than one input slice apical of the last slice on
+  which the heart locator found heart (``apex_limit``) is not heart.
+
+The base itself is left alone: the heart may widen over its first centimetres.
 """
 
 from __future__ import annotations
@@ -31,6 +39,13 @@ RV_SEPTUM_GAP_MM = 5.0
 #: Largest growth of a section toward the apex, per mm. Real ventricles shrink there;
 #: 5 % per mm allows for a tilted long axis and a wobbling contour.
 GROWTH_PER_MM = 0.05
+#: The basal part (mm below the base) where a section may still widen: the outflow tracts
+#: and the basal slice's partial volume. Starting at the initialisation slice instead let a
+#: network's block of liver above it through (a synthetic scan whose locator took the liver
+#: for heart put the initialisation slice inside it).
+BASAL_FREE_MM = 20.0
+#: Radius (mm) of the 3D opening that tells a strand from the heart's body.
+FRAGMENT_MM = 2.5
 #: Pieces smaller than this (ml) are not listed one by one (they still count).
 LIST_ML = 0.05
 
@@ -50,19 +65,34 @@ class Removal:
                 "stack_slices": [self.first_slice, self.last_slice], "ml": round(self.ml, 2)}
 
 
-def enforce(labels: np.ndarray, spacing_mm: float, init_slice: int) -> tuple[np.ndarray, list[Removal]]:
-    """Apply every rule (see the module docstring); returns (labels, removals)."""
+def enforce(labels: np.ndarray, spacing_mm: float, init_slice: int,
+            apex_limit: int | None = None) -> tuple[np.ndarray, list[Removal]]:
+    """Apply every rule (see the module docstring); returns (labels, removals).
+
+    ``apex_limit``: the last stack slice that may hold heart (None: no limit)."""
     out = labels.copy()
     voxel_ml = spacing_mm ** 3 / 1000
     removals = []
-    for rule, removed in (("rv_off_septum", _rv_off_septum(out, spacing_mm)),
-                          ("apical_growth", _apical_growth(out, spacing_mm, init_slice))):
+    for rule, remove in (("beyond_located_heart", lambda: _beyond(out, apex_limit)),
+                         ("rv_off_septum", lambda: _rv_off_septum(out, spacing_mm)),
+                         ("apical_growth", lambda: _apical_growth(out, spacing_mm, init_slice)),
+                         ("apical_fragments", lambda: _apical_fragments(out, spacing_mm, init_slice))):
+        removed = remove()
         for structure, mask in removed.items():
             if mask.any():
                 rows = np.flatnonzero(mask.any(axis=(1, 2)))
                 removals.append(Removal(rule, structure, int(rows[0]), int(rows[-1]),
                                         float(mask.sum()) * voxel_ml))
     return out, [r for r in removals if r.ml >= LIST_ML]
+
+
+def _beyond(labels: np.ndarray, apex_limit: int | None) -> dict[str, np.ndarray]:
+    """Remove (in place) everything past the stack slice ``apex_limit``."""
+    cut = np.zeros(labels.shape, bool)
+    if apex_limit is not None and apex_limit + 1 < len(labels):
+        cut[apex_limit + 1:] = labels[apex_limit + 1:] > 0
+        labels[cut] = 0
+    return {"heart": cut}
 
 
 def _rv_off_septum(labels: np.ndarray, spacing_mm: float) -> dict[str, np.ndarray]:
@@ -87,7 +117,8 @@ def _apical_growth(labels: np.ndarray, spacing_mm: float, init_slice: int) -> di
     """Remove (in place) what makes a section outgrow the previous one toward the apex."""
     removed = {"heart": np.zeros(labels.shape, bool), "rv_pool": np.zeros(labels.shape, bool)}
     cap = 1 + GROWTH_PER_MM * spacing_mm
-    for s in range(max(init_slice, 0) + 1, len(labels)):
+    start = min(max(init_slice, 0), int(round(BASAL_FREE_MM / spacing_mm)))
+    for s in range(start + 1, len(labels)):
         for name, mask in (("heart", labels[s] > 0), ("rv_pool", labels[s] == RV_POOL)):
             prev = labels[s - 1] > 0 if name == "heart" else labels[s - 1] == RV_POOL
             if not mask.any():
@@ -113,3 +144,21 @@ def _outgrowth(mask: np.ndarray, prev: np.ndarray, cap: float) -> np.ndarray:
         order = outside[np.argsort(-dist.ravel()[outside], kind="stable")][:excess]
         cut.ravel()[order] = True
     return cut
+
+
+def _apical_fragments(labels: np.ndarray, spacing_mm: float, init_slice: int) -> dict[str, np.ndarray]:
+    """Remove (in place) apical tissue joined to the heart's body only by thin strands."""
+    heart = labels > 0
+    r = max(1, int(round(FRAGMENT_MM / spacing_mm)))
+    ball = np.sum((np.indices((2 * r + 1,) * 3) - r) ** 2, axis=0) <= r * r
+    body = ndimage.binary_opening(heart, ball)
+    pieces, n = ndimage.label(body)
+    if n == 0:
+        return {"heart": np.zeros(labels.shape, bool)}
+    sizes = ndimage.sum(body, pieces, range(1, n + 1))
+    main = pieces == 1 + int(np.argmax(sizes))
+    keep = ndimage.binary_dilation(main, ball, iterations=2) & heart
+    cut = heart & ~keep
+    cut[: max(init_slice, 0) + 1] = False
+    labels[cut] = 0
+    return {"heart": cut}

@@ -23,6 +23,7 @@ The random parameters of case i come from seed i: the same command gives the sam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -45,6 +46,7 @@ class Scan:
     truth_vertices: np.ndarray  # world mm, the true myocardium surface
     truth_ml: float
     params: dict
+    to_scan: np.ndarray = None  # world mm -> scan frame mm
 
 
 def _ellipsoid(p, centre, semi):
@@ -67,9 +69,9 @@ def rotation(axis: np.ndarray, deg: float) -> np.ndarray:
 
 
 def tissues(p_scan: np.ndarray, prm: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(intensity, true myocardium mask) at scan-frame points (mm; z = 0 the base plane)."""
+    """(intensity, true bvmesh labels 0-4) at scan-frame points (mm; z = 0 the base plane)."""
     s, wall = prm["scale"], prm["rv_wall_mm"]
-    p = p_scan @ prm["tilt"]  # heart frame: rows are heart axes in scan coordinates
+    p = p_scan @ np.asarray(prm["tilt"])  # heart frame: rows are heart axes in scan coordinates
     lv_endo = _ventricle(p, (0, 0, 0), np.array([20, 20, 45]) * s)
     lv_epi = _ventricle(p, (0, 0, 0), np.array([28, 28, 53]) * s)
     rv_c, rv_semi = np.array([12, 0, 0]) * s, np.array([34, 30, 40]) * s
@@ -103,7 +105,11 @@ def tissues(p_scan: np.ndarray, prm: dict) -> tuple[np.ndarray, np.ndarray]:
                         (fat & ~heart, FAT), (atria, BLOOD), (heart, BLOOD), (myo, MYO),
                         (papillary, MYO)):
         out[mask] = value
-    return out, myo
+    labels = np.zeros(out.shape, np.uint8)
+    for mask, value in ((lv_epi & below, 2), (rv_out & below, 4), (rv_in & below, 3),
+                        (lv_endo & below, 1)):
+        labels[mask] = value
+    return out, labels
 
 
 def make_scan(seed: int) -> Scan:
@@ -118,7 +124,7 @@ def make_scan(seed: int) -> Scan:
            "liver_x": float(rng.uniform(0, 25)), "liver_gap": float(rng.uniform(0, 3)),
            "stomach_gap": float(rng.uniform(0, 4)), "det_sign": int(rng.choice([-1, 1])),
            "noise": round(float(rng.uniform(0.02, 0.06)), 3)}
-    prm["tilt"] = rotation(tilt_axis, prm["tilt_deg"])
+    prm["tilt"] = np.round(rotation(tilt_axis, prm["tilt_deg"]), 6).tolist()
     step = thick + gap
     # Slices: two above the base (atria), down to two below the apex.
     above, below = 2, int(np.ceil((60 * prm["scale"] + 10) / step)) + 1
@@ -148,8 +154,15 @@ def make_scan(seed: int) -> Scan:
     affine = world @ to_scan
     verts, truth_ml = _truth(prm)
     truth_world = verts @ world[:3, :3].T + world[:3, 3]
-    params = {k: v for k, v in prm.items() if k != "tilt"}
-    return Scan(image, affine, above, truth_world, truth_ml, params)
+    return Scan(image, affine, above, truth_world, truth_ml, prm, np.linalg.inv(world))
+
+
+def true_labels(scan: Scan, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The analytic labels at the voxel centres of a grid (a perfect segmentation)."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    world = idx @ affine[:3, :3].T + affine[:3, 3]
+    p = world @ scan.to_scan[:3, :3].T + scan.to_scan[:3, 3]
+    return tissues(p, scan.params)[1].reshape(shape)
 
 
 def _truth(prm: dict, h: float = 0.5) -> tuple[np.ndarray, float]:
@@ -162,7 +175,7 @@ def _truth(prm: dict, h: float = 0.5) -> tuple[np.ndarray, float]:
     myo = np.zeros((len(xs), len(xs), len(zs)), bool)
     gx, gy = np.meshgrid(xs, xs, indexing="ij")
     for k, z in enumerate(zs):
-        myo[:, :, k] = tissues(np.stack([gx, gy, np.full_like(gx, z)], -1), prm)[1]
+        myo[:, :, k] = np.isin(tissues(np.stack([gx, gy, np.full_like(gx, z)], -1), prm)[1], (2, 4))
     verts, _, _, _ = marching_cubes(np.pad(myo, 1).astype(np.float32), 0.5)
     verts = (verts - 1) * h + [xs[0], xs[0], zs[0]]
     return verts, float(myo.sum()) * h ** 3 / 1000
@@ -177,8 +190,16 @@ def measure(scan: Scan, model, png: Path | None = None) -> dict:
     volume = io.Volume(scan.image, scan.affine, f"phantom-{scan.params['seed']}")
     result = segment(volume, model=model, base_slice=scan.base_slice, slice_axis=2)
     surf, vol = mesh_of(result, MeshOptions())
-    d, _ = cKDTree(scan.truth_vertices).query(surf.vertices)
+    tree = cKDTree(scan.truth_vertices)
+    d, _ = tree.query(surf.vertices)
     cap_ml = vol.apex.myocardium_ml if vol.apex else 0.0
+    # The mesh stage alone: the same path fed the analytic labels (a perfect segmentation).
+    perfect = dataclasses.replace(
+        result, labels=true_labels(scan, scan.affine, scan.image.shape),
+        stack_labels=true_labels(scan, result.grid.affine, result.grid.shape))
+    o_surf, o_vol = mesh_of(perfect, MeshOptions())
+    o_d, _ = tree.query(o_surf.vertices)
+    o_cap = o_vol.apex.myocardium_ml if o_vol.apex else 0.0
     if png is not None:
         from bvmesh.mesh.render import render_png
 
@@ -188,7 +209,11 @@ def measure(scan: Scan, model, png: Path | None = None) -> dict:
             "volume_error": round((surf.volume_ml - cap_ml) / scan.truth_ml - 1, 4),
             "truth_ml": round(scan.truth_ml, 2), "mesh_ml": round(surf.volume_ml - cap_ml, 2),
             "gate": bool(surf.quality["passed"]), "apex": vol.apex.as_dict() if vol.apex else None,
-            "removed": result.report.get("plausibility", []), "faces": int(len(surf.faces))}
+            "removed": result.report.get("plausibility", []), "faces": int(len(surf.faces)),
+            "perfect_labels": {"p95_mm": round(float(np.percentile(o_d, 95)), 2),
+                               "max_mm": round(float(o_d.max()), 2),
+                               "volume_error": round((o_surf.volume_ml - o_cap) / scan.truth_ml - 1, 4),
+                               "gate": bool(o_surf.quality["passed"])}}
 
 
 def table(path: Path) -> None:
@@ -202,6 +227,13 @@ def table(path: Path) -> None:
           f"cases over 10 mm: {(mx > 10).sum()}")
     print(f"myocardium volume error: median {np.median(vol):+.1%}, range {vol.min():+.1%} to "
           f"{vol.max():+.1%}, within 10 %: {(np.abs(vol) <= 0.1).sum()}/{len(rows)}")
+    o = [r["perfect_labels"] for r in rows]
+    op95 = np.array([x["p95_mm"] for x in o])
+    ovol = np.array([x["volume_error"] for x in o])
+    print(f"the mesh stage alone (analytic labels in place of the network's): p95 median "
+          f"{np.median(op95):.2f}, worst {op95.max():.2f}; largest vertex distance worst "
+          f"{max(x['max_mm'] for x in o):.2f}; volume error median {np.median(ovol):+.1%}, range "
+          f"{ovol.min():+.1%} to {ovol.max():+.1%}; gate passed {sum(x['gate'] for x in o)}/{len(o)}")
     for r in rows:
         p = r["params"]
         print(f"  case {p['seed']:2d}: {p['thickness_mm']:g}+{p['gap_mm']:g} mm slices, tilt "

@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     args = ap.parse_args()
     result = bvmesh.segment(args.input, weights=args.weights, device="cpu")
-    surf, _ = mesh_of(result)  # the mesh `bvmesh segment` writes
+    surf, _ = mesh_of(result)  # the mesh `bvmesh segment` writes (default MeshOptions)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_case(result, tmp, "case", mesh=None)

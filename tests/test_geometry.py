@@ -146,3 +146,10 @@ def test_apex_sign_from_areas_and_no_heart():
     assert geometry.apex_sign_from_areas(areas[::-1], 11) == -1
     with pytest.raises(GeometryError, match="no heart"):
         geometry.base_from_areas(np.zeros(10))
+
+
+def test_apex_side_is_where_the_heart_runs_on_not_where_it_is_widest():
+    # Two wide slices of atria above a base in the middle, a tapering ventricle below.
+    areas = np.array([4800.0, 4600, 3300, 3000, 2600, 1100, 0, 0, 0, 0])
+    assert geometry.apex_sign_from_areas(areas, 2) == 1
+    assert geometry.apex_sign_from_areas(areas[::-1], 7) == -1

@@ -138,3 +138,17 @@ def test_remeshed_surface_has_the_chosen_edge_and_keeps_shape_tags_and_gate(det_
     assert set(np.unique(coarse.face_tags)) == {10, 20, 30, 40}
     base = coarse.vertices[np.unique(coarse.faces[coarse.face_tags == 10])]
     assert np.abs((base - ph.base_point) @ ph.base_normal).max() < 1e-6
+
+
+def test_segment_writes_mesh_png_and_says_when_the_remesh_extra_is_missing(make_case, tiny_model,
+                                                                          tmp_path, monkeypatch):
+    import json
+
+    _, result = _exact_result(make_case, tiny_model, 1)
+    monkeypatch.setattr(outputs, "remesh_available", lambda: False)
+    folder = outputs.write_case(result, tmp_path, "heart")
+    report = json.loads((folder / "report.json").read_text())
+    assert (folder / "mesh.png").stat().st_size > 10_000
+    assert "mesh.png" in report["outputs"]
+    assert any("pip install 'bvmesh[remesh]'" in n for n in report["mesh"]["notes"])
+    assert report["mesh"]["quality"]["passed"]

@@ -86,6 +86,9 @@ def evaluate(
         "--fusion/--no-fusion",
         help="With --cases: anchor each propagated mask to the initialisation network's "
              "reading of its slice (default), or propagate alone as the paper.")] = True,
+    plausibility: Annotated[bool, typer.Option(
+        "--plausibility/--no-plausibility",
+        help="With --cases: remove what no heart has before scoring (default), or not.")] = True,
     base_from_gt: Annotated[bool, typer.Option(
         "--base-from-gt", help="With --cases: give the ground truth's base slice to the "
                                "segmentation, as the paper's manual base.")] = False,
@@ -124,7 +127,7 @@ def evaluate(
             todo = ev_mod.find_image_cases(cases)
             unpaired = []
             options = dict(labels=labels, device=device, propagation=propagation, fusion=fusion,
-                           base_from_gt=base_from_gt, isotropic_mm=iso,
+                           plausibility=plausibility, base_from_gt=base_from_gt, isotropic_mm=iso,
                            save_dir=output / "predictions")
             if folds is not None or held_out:
                 plan, models = _held_out_plan(cases, todo, weights, folds, device, ev_mod)

@@ -29,7 +29,8 @@ def mesh_command(
     fmt: str = typer.Option(None, "--format",
                             help="stl, obj, ply, vtp (surface); vtu, xdmf, msh, medit, carp "
                                  "(volume, with --tetra; vtu/msh/medit also take surfaces)."),
-    edge_mm: float = typer.Option(1.5, "--edge-mm", min=0.3, help="Target tetra edge (mm)."),
+    edge_mm: float = typer.Option(1.5, "--edge-mm", min=0.3, help="Edge length (mm) of the "
+                                  "surface (remeshed; needs bvmesh[remesh]) and the tetrahedra."),
     rv_wall_mm: float = typer.Option(3.0, "--rv-wall-mm", min=0.5,
                                      help="RV free wall built when the labels have none (mm)."),
     base_slice: int = typer.Option(None, "--base-slice",
@@ -77,7 +78,7 @@ def run_mesh(labels: Path, output: Path | None, *, label_map: str = "bvmesh",
     from .. import io
     from ..errors import InputError
     from ..labels import parse_label_map, to_bvmesh
-    from ..mesh import prepare, surface_mesh, tetra_mesh, write_mesh
+    from ..mesh import prepare, remesh, surface_mesh, tetra_mesh, write_mesh
 
     path = output_path(labels, output, fmt, tetra)
     volume = io.load(labels)
@@ -95,8 +96,10 @@ def run_mesh(labels: Path, output: Path | None, *, label_map: str = "bvmesh",
         plane = (point, normal)
         notes.append(why)
     surf = surface_mesh(lab, volume.affine, base_plane=plane, smooth=smooth,
-                        rv_wall_mm=rv_wall_mm)
+                        rv_wall_mm=rv_wall_mm, edge_mm=edge_mm if remesh.available() else None)
     notes += list(surf.notes)
+    if not remesh.available():
+        notes.append(remesh.missing_note(edge_mm))
     mesh, quality = surf, surf.quality
     if tetra:
         mesh = tetra_mesh(surf, edge_mm=edge_mm)
@@ -107,7 +110,7 @@ def run_mesh(labels: Path, output: Path | None, *, label_map: str = "bvmesh",
     files = write_mesh(mesh, path)
     report_path = path.with_name(path.name.split(".")[0] + ".quality.json")
     report = {"input": str(labels), "labels": label_map, "files": [str(f) for f in files],
-              "report": str(report_path), "tetra": tetra, "edge_mm": edge_mm if tetra else None,
+              "report": str(report_path), "tetra": tetra, "edge_mm": edge_mm,
               "quality": quality, "notes": notes,
               "base_plane_mm": {"point": [round(float(x), 4) for x in surf.base_plane[0]],
                                 "normal": [round(float(x), 6) for x in surf.base_plane[1]]},

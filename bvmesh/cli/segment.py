@@ -59,6 +59,10 @@ def segment_command(
     fusion: bool = typer.Option(True, "--fusion/--no-fusion", help="Anchor each propagated "
                                 "mask to the initialisation network's reading of its slice "
                                 "(default), or propagate alone exactly as the paper."),
+    plausibility: bool = typer.Option(True, "--plausibility/--no-plausibility", help="Remove "
+                                      "what no heart has (an RV piece off the septum, tissue "
+                                      "that outgrows the ventricles toward the apex); listed "
+                                      "in report.json."),
     rv_wall_mm: float = typer.Option(3.0, "--rv-wall-mm", help="Thickness of the geometric RV "
                                      "free wall when the model has no RV-myocardium class."),
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
@@ -83,7 +87,7 @@ def segment_command(
                            slice_axis=slice_axis, frame=frame, roi=_roi(roi), weights=weights,
                            cache_dir=cache_dir, offline=offline or None, device=device,
                            propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
-                           save_probabilities=save_probabilities,
+                           plausibility=plausibility, save_probabilities=save_probabilities,
                            mesh=_mesh_options(mesh, edge_mm, apex), skip_existing=skip_existing,
                            as_json=as_json, example=example)
     raise typer.Exit(code)
@@ -91,7 +95,8 @@ def segment_command(
 
 def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, slice_axis, frame, roi,
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
-                mesh, skip_existing, as_json, example, fusion: bool = True) -> int:
+                mesh, skip_existing, as_json, example, fusion: bool = True,
+                plausibility: bool = True) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -113,7 +118,7 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
     def one(path, base_slice):
         return segment(path, base_slice=base_slice, slice_axis=slice_axis, frame=frame, roi=roi,
                        model=model, propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
-                       probabilities=save_probabilities)
+                       plausibility=plausibility, probabilities=save_probabilities)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
