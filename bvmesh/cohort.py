@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import io
-from .errors import BvmeshError, InputError
+from .errors import BvmeshError, InputError, LabelMapInput
 from .outputs import REPORT, MeshOptions, prepare_dir, write_case
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,33 @@ def discover(inputs: Iterable[str]) -> list[Path]:
             else:
                 found.append(m)
     unique = list(dict.fromkeys(found))
-    names = [io.case_name(p) for p in unique]
+    case_names(unique)  # refuse names that would collide before any work is done
+    return unique
+
+
+def case_names(paths: list[Path]) -> list[str]:
+    """The case name of each input: its file name without the extension; where several
+    inputs share that (``case1/image.nii.gz``, ``case2/image.nii.gz``: the commonest cohort
+    layout), the name of the folder it is in."""
+    stems = [io.case_name(p) for p in paths]
+    names = [stem if stems.count(stem) == 1 else (Path(p).resolve().parent.name or stem)
+             for p, stem in zip(paths, stems)]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise InputError(f"several inputs share the case name(s) {dupes}; their outputs would "
-                         "collide in one folder: run them into separate -o folders")
-    return unique
+        raise InputError(f"several inputs share the case name(s) {dupes}, also by their folders; "
+                         "their outputs would collide in one folder: run them into separate -o "
+                         "folders")
+    return names
+
+
+def check_base_slices(base_slices: dict[str, int], names: list[str], source: str) -> None:
+    """Refuse a base-slice table that names cases this run does not have (a typo would
+    silently fall back to the detected base)."""
+    unknown = sorted(set(base_slices) - set(names))
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise InputError(f"{source}: {len(unknown)} case name(s) match no input: {shown}; "
+                         f"the cases of this run are named like {names[0]!r}")
 
 
 def read_base_slices(path: str | os.PathLike) -> dict[str, int]:
@@ -105,8 +126,7 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
     created = not Path(out_dir).exists()
     out = prepare_dir(out_dir)
     outcomes: list[CaseOutcome] = []
-    for path in paths:
-        case = io.case_name(path)
+    for path, case in zip(paths, case_names(paths)):
         t0 = time.perf_counter()
         if skip_existing and (out / case / REPORT).is_file():
             outcome = CaseOutcome(case, str(path), "skipped", "output exists (--skip-existing)")
@@ -120,6 +140,9 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
                 outcome = CaseOutcome(case, str(path), "ok" if passed else "mesh-failed",
                                       "" if passed else "mesh failed the quality gate (see report)",
                                       report, time.perf_counter() - t0)
+            except LabelMapInput as exc:  # in a cohort, a label map beside its image is no failure
+                outcome = CaseOutcome(case, str(path), "skipped" if len(paths) > 1 else "failed",
+                                      str(exc), None, time.perf_counter() - t0)
             except BvmeshError as exc:
                 outcome = CaseOutcome(case, str(path), "failed", str(exc), None,
                                       time.perf_counter() - t0)

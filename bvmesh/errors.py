@@ -16,6 +16,10 @@ class InputError(BvmeshError):
     """An input file is missing, unreadable or not a usable cardiac volume."""
 
 
+class LabelMapInput(InputError):
+    """An input given as an image is a label map (a handful of integer values)."""
+
+
 class GeometryError(BvmeshError):
     """Slice axis, base slice, ROI or affine are inconsistent with the image."""
 

@@ -64,6 +64,23 @@ def case_name(path: str | os.PathLike) -> str:
     return name
 
 
+#: An "image" with at most this many distinct integer values is a label map (bvmesh's own
+#: have 5, ACDC's 4, a binary mask 2; an MRI volume has hundreds).
+LABEL_MAP_VALUES = 8
+
+
+def label_map_values(data: np.ndarray) -> list[int] | None:
+    """The values of ``data`` if it looks like a label map (a few integers), else None."""
+    flat = np.asarray(data).ravel()
+    sample = flat[:: max(1, flat.size // 200_000)]
+    if len(np.unique(sample)) > LABEL_MAP_VALUES:
+        return None
+    values = np.unique(flat)
+    if len(values) > LABEL_MAP_VALUES or not np.allclose(values, np.round(values)):
+        return None
+    return [int(v) for v in values]
+
+
 def load(path: str | os.PathLike, *, frame: int | None = None) -> Volume:
     """Read a NIfTI, MetaImage, NRRD file or a DICOM series folder as a 3D :class:`Volume`.
 

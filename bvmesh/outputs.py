@@ -158,14 +158,26 @@ def _write_qc(result: SegmentResult, path: Path) -> None:
                title=f"{name}: base to apex (contours: bvmesh labels)")
 
 
+#: Every file a case folder can hold from bvmesh: what a re-run may replace or remove.
+CASE_FILES = ("labels.nii.gz", "myocardium.nii.gz", "probabilities.nii.gz", "mesh.vtp", "mesh.stl",
+              "mesh.png", "qc.png", REPORT)
+
+
 def _swap_into_place(tmp: Path, final: Path) -> None:
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move the finished case into place. Into an existing folder, file by file: bvmesh's own
+    files from an earlier run are replaced or removed, anything else the user put there
+    stays. The old report goes first and the new one comes last, so a folder with a report
+    is always complete (--skip-existing trusts that)."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    (final / REPORT).unlink(missing_ok=True)
+    for name in CASE_FILES:
+        if name != REPORT and (tmp / name).exists():
+            os.replace(tmp / name, final / name)
+        elif name != REPORT:
+            (final / name).unlink(missing_ok=True)
+    os.replace(tmp / REPORT, final / REPORT)
 
 
 def _json_default(obj):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__, geometry, io, postprocess, preprocess
-from .errors import GeometryError
+from .errors import GeometryError, LabelMapInput
 from .geometry import StackGrid
 from .labels import CLASS_NAMES, LV_MYO, MYOCARDIUM
 
@@ -73,6 +73,11 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     """
     times, lap = _timer()
     volume = source if isinstance(source, io.Volume) else io.load(source, frame=frame)
+    values = io.label_map_values(volume.data)
+    if values is not None:
+        raise LabelMapInput(f"{volume.source}: holds only the values {values}: a label map, not "
+                            "an MRI image; skipped (name label files *_gt to keep them out of a "
+                            "cohort, or mesh them with bvmesh mesh)")
     lap("read")
     if model is None:
         model, weights_info = load_weights(weights, device, cache_dir=cache_dir, offline=offline)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 
 import typer
@@ -29,7 +30,21 @@ def exit_on_error() -> Iterator[None]:
 
 
 def setup_logging(verbose: bool) -> None:
+    """Warnings from everyone; with ``verbose``, bvmesh's own stage messages too (never the
+    debug chatter of matplotlib and the other libraries)."""
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err, show_path=False)])
+    logging.getLogger("bvmesh").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+#: What --device accepts; checked here (no torch import) so a typo is bad usage (exit 2).
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def device_option(value: str) -> str:
+    """Typer callback for --device."""
+    if value is not None and not DEVICE_PATTERN.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda[:N] or mps")
+    return value

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from .console import exit_on_error, setup_logging
+from .console import device_option, exit_on_error, setup_logging
 from .segment import run_segment
 
 
 def demo_command(
     output: Path = typer.Option(Path("out"), "-o", "--output", help="Output folder."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda[:N] or mps."),
+    device: str = typer.Option("auto", "--device", callback=device_option, help="auto, cpu, cuda[:N] or mps."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Segment the shipped Sunnybrook example (CC0) into OUTPUT/sunnybrook-SC-HF-I-6/."""

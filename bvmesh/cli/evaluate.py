@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from .console import err, exit_on_error, out, setup_logging
+from .console import device_option, err, exit_on_error, out, setup_logging
 
 _LABEL_HELP = ("Label map of the {}: bvmesh, acdc, mnms, binary, or explicit "
                "'1=rv_pool,2=lv_myo,3=lv_pool'.")
@@ -77,7 +77,8 @@ def evaluate(
              "(RUN_DIR/foldN/model.pt from bvmesh train --fold all) segments its own "
              "held-out subjects, all pooled into one evaluation.", show_default=False)] = None,
     device: Annotated[str, typer.Option(
-        "--device", help="With --cases: auto, cpu, cuda[:N] or mps.")] = "auto",
+        "--device", callback=device_option,
+        help="With --cases: auto, cpu, cuda[:N] or mps.")] = "auto",
     propagation: Annotated[bool, typer.Option(
         "--propagation/--no-propagation",
         help="With --cases: propagate from one slice (the method) or segment every slice "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .console import err, exit_on_error, out, setup_logging
+from .console import device_option, err, exit_on_error, out, setup_logging
 
 EXIT_CODES = "Exit codes: 0 all cases done; 1 a case failed or bad input; 2 bad usage; " \
              "3 segmented, but a mesh failed its quality gate."
@@ -42,7 +42,7 @@ def segment_command(
     base_slice: int = typer.Option(None, "--base-slice", help="0-based index of the base slice "
                                    "along the slice axis, as stored. Default: detected."),
     base_slices: Path = typer.Option(None, "--base-slices", help="CSV 'case,base_slice' for cohorts."),
-    slice_axis: int = typer.Option(None, "--slice-axis", help="Voxel axis through the slices "
+    slice_axis: int = typer.Option(None, "--slice-axis", min=0, max=2, help="Voxel axis through the slices "
                                    "(0, 1, 2). Default: the one with the largest spacing."),
     frame: int = typer.Option(None, "--frame", help="Frame of a 4D (cine) input. Default: 0."),
     roi: str = typer.Option(None, "--roi", help="Heart centre 'I,J' in voxels along the in-plane "
@@ -52,7 +52,8 @@ def segment_command(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Weights cache (default: "
                                    "$BVMESH_CACHE_DIR or the user cache)."),
     offline: bool = typer.Option(False, "--offline", help="Never use the network."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda[:N] or mps."),
+    device: str = typer.Option("auto", "--device", callback=device_option,
+                               help="auto, cpu, cuda[:N] or mps."),
     propagation: bool = typer.Option(True, "--propagation/--no-propagation", help="Propagate "
                                      "from the middle slice (the paper), or segment every slice "
                                      "alone (the paper's ablation)."),
@@ -110,9 +111,11 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
 
         inputs = [*inputs, str(EXAMPLE)]
     if not inputs:
-        raise InputError("no input given: pass image files, folders or globs (or --example)")
+        raise typer.BadParameter("no input given: pass image files, folders or globs (or --example)")
     paths = cohort.discover(inputs)
     per_case = cohort.read_base_slices(base_slices) if base_slices else None
+    if per_case:
+        cohort.check_base_slices(per_case, cohort.case_names(paths), str(base_slices))
     model, _ = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
 
     def one(path, base_slice):

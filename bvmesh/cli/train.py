@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .console import err, exit_on_error, out, setup_logging
+from .console import device_option, err, exit_on_error, out, setup_logging
 
 
 def _load_config(path: Path | None) -> dict:
@@ -36,7 +36,7 @@ def train_command(
     batch_size: int = typer.Option(None, "--batch-size", help="Samples per network per iteration."),
     loss: str = typer.Option(None, "--loss", help="paper (the paper's stabilised class-balanced "
                              "cross entropy) or dice-ce."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda[:N] or mps."),
+    device: str = typer.Option("auto", "--device", callback=device_option, help="auto, cpu, cuda[:N] or mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT."),
     config: Path = typer.Option(None, "--config", help="TOML file with TrainConfig fields; "
                                 "command-line options override it."),
@@ -62,9 +62,9 @@ def train_command(
         values.update({k: v for k, v in given.items() if v is not None})
         cfg = TrainConfig(**values)
         if cfg.network not in ("init", "prop", "both"):
-            raise InputError(f"--network {cfg.network!r}: use init, prop or both")
+            raise typer.BadParameter(f"--network {cfg.network!r}: use init, prop or both")
         if cfg.loss not in ("paper", "dice-ce"):
-            raise InputError(f"--loss {cfg.loss!r}: use paper or dice-ce")
+            raise typer.BadParameter(f"--loss {cfg.loss!r}: use paper or dice-ce")
         if fold in (None, "all"):
             todo = list(range(cfg.folds)) if fold == "all" else [cfg.fold]
         elif fold == "none":
@@ -73,7 +73,9 @@ def train_command(
             try:
                 todo = [int(fold)]
             except ValueError:
-                raise InputError(f"--fold {fold!r}: a fold number, 'all' or 'none'") from None
+                raise typer.BadParameter(f"--fold {fold!r}: a fold number, 'all' or 'none'") from None
+        if any(k is not None and not 0 <= k < cfg.folds for k in todo):
+            raise typer.BadParameter(f"--fold {fold}: the folds are 0..{cfg.folds - 1}")
         for k in todo:
             run_dir = output / f"fold{k}" if len(todo) > 1 else output
             _train_one(data_dir, run_dir, TrainConfig(**{**vars(cfg), "fold": k}), device, resume,

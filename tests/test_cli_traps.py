@@ -1,0 +1,123 @@
+"""Inputs that used to give a silent wrong answer or the wrong exit code."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bvmesh.cli.main import app
+
+try:
+    from conftest import save_nifti
+except ImportError:
+    from tests.conftest import save_nifti
+
+runner = CliRunner()
+
+
+def segment(args, weights, roi):
+    return runner.invoke(app, ["segment", *map(str, args), "--weights", str(weights), "--device",
+                               "cpu", "--roi", f"{roi[0]:.2f},{roi[1]:.2f}", "--no-mesh"])
+
+
+def summary(path):
+    with path.open(newline="") as fh:
+        return {r["case"]: r for r in csv.DictReader(fh)}
+
+
+def test_a_label_map_given_as_an_image_is_skipped_in_a_cohort_and_refused_alone(
+        make_case, tiny_weights, tmp_path):
+    cohort = tmp_path / "cohort"
+    case = make_case("image", folder=cohort)
+    gt = cohort / "gt.nii.gz"  # not named *_gt: only its content tells
+    save_nifti(case.phantom.labels.astype(np.float32), case.affine, gt)
+    out = tmp_path / "out"
+    result = segment([cohort, "-o", out, "--base-slice", case.base_slice], tiny_weights, case.roi)
+    assert result.exit_code == 0, result.stderr
+    rows = summary(out / "summary.csv")
+    assert rows["image"]["status"] == "ok"
+    assert rows["gt"]["status"] == "skipped" and "label map" in rows["gt"]["message"]
+    assert not (out / "gt").exists()
+    alone = segment([gt, "-o", tmp_path / "o2"], tiny_weights, case.roi)
+    assert alone.exit_code == 1 and "label map" in alone.stderr and str(gt) in alone.stderr
+
+
+def test_a_rerun_replaces_only_what_bvmesh_writes(make_case, tiny_weights, tmp_path):
+    case = make_case("heart")
+    out = tmp_path / "out"
+    first = runner.invoke(app, ["segment", str(case.path), "-o", str(out), "--weights",
+                                str(tiny_weights), "--device", "cpu", "--roi",
+                                f"{case.roi[0]:.2f},{case.roi[1]:.2f}", "--no-mesh",
+                                "--save-probabilities"])
+    assert first.exit_code == 0, first.stderr
+    notes = out / "heart" / "my_notes.txt"
+    notes.write_text("mine")
+    again = segment([case.path, "-o", out], tiny_weights, case.roi)
+    assert again.exit_code == 0, again.stderr
+    assert notes.read_text() == "mine"
+    names = {p.name for p in (out / "heart").iterdir()}
+    assert "probabilities.nii.gz" not in names  # this run did not write it: no stale copy
+    assert {"labels.nii.gz", "report.json", "qc.png", "my_notes.txt"} <= names
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_folders_of_image_nii_gz_take_their_folder_names(make_case, tiny_weights, tmp_path):
+    a = make_case("image", folder=tmp_path / "case1")
+    make_case("image", folder=tmp_path / "case2", seed=1)
+    bases = tmp_path / "bases.csv"
+    bases.write_text(f"case,base_slice\ncase1,{a.base_slice}\ncase2,{a.base_slice}\n")
+    out = tmp_path / "out"
+    result = segment([tmp_path / "case1" / "image.nii.gz", tmp_path / "case2" / "image.nii.gz",
+                      "-o", out, "--base-slices", bases], tiny_weights, a.roi)
+    assert result.exit_code == 0, result.stderr
+    assert set(summary(out / "summary.csv")) == {"case1", "case2"}
+    assert json.loads((out / "case1" / "report.json").read_text())["slices"]["base_slice"] == a.base_slice
+
+
+def test_a_base_slices_csv_naming_no_input_is_an_error(make_case, tiny_weights, tmp_path):
+    case = make_case("heart")
+    bases = tmp_path / "bases.csv"
+    bases.write_text("case,base_slice\nhaert,5\n")  # a typo
+    result = segment([case.path, "-o", tmp_path / "out", "--base-slices", bases], tiny_weights,
+                     case.roi)
+    assert result.exit_code == 1
+    assert "haert" in result.stderr and str(bases) in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["segment", "x.nii.gz", "--device", "tpu"],
+    ["segment", "x.nii.gz", "--slice-axis", "5"],
+    ["segment"],
+    ["train", "data", "-o", "run", "--network", "big"],
+    ["train", "data", "-o", "run", "--loss", "l2"],
+    ["train", "data", "-o", "run", "--fold", "two"],
+    ["evaluate", "--cases", "data", "--device", "gpu0"],
+])
+def test_bad_usage_exits_2(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+
+
+def test_an_out_of_range_fold_is_bad_usage(tmp_path):
+    (tmp_path / "data").mkdir()
+    result = runner.invoke(app, ["train", str(tmp_path / "data"), "-o", str(tmp_path / "run"),
+                                 "--fold", "7"])
+    assert result.exit_code == 2 and "0..4" in result.stderr
+
+
+def test_verbose_shows_bvmesh_messages_and_no_library_debugging():
+    from bvmesh.cli.console import setup_logging
+
+    setup_logging(True)
+    assert logging.getLogger("bvmesh.pipeline").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("matplotlib.font_manager").isEnabledFor(logging.DEBUG)
+    setup_logging(False)
+    assert not logging.getLogger("bvmesh.pipeline").isEnabledFor(logging.INFO)
