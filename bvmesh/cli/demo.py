@@ -12,7 +12,8 @@ from .segment import run_segment
 
 def demo_command(
     output: Path = typer.Option(Path("out"), "-o", "--output", help="Output folder."),
-    device: str = typer.Option("auto", "--device", callback=device_option, help="auto, cpu, cuda[:N] or mps."),
+    device: str = typer.Option("auto", "--device", callback=device_option,
+                               help="auto, cpu, cuda[:N] or mps."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Segment the shipped Sunnybrook example (CC0) into OUTPUT/sunnybrook-SC-HF-I-6/."""

@@ -36,7 +36,8 @@ def train_command(
     batch_size: int = typer.Option(None, "--batch-size", help="Samples per network per iteration."),
     loss: str = typer.Option(None, "--loss", help="paper (the paper's stabilised class-balanced "
                              "cross entropy) or dice-ce."),
-    device: str = typer.Option("auto", "--device", callback=device_option, help="auto, cpu, cuda[:N] or mps."),
+    device: str = typer.Option("auto", "--device", callback=device_option,
+                               help="auto, cpu, cuda[:N] or mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT."),
     config: Path = typer.Option(None, "--config", help="TOML file with TrainConfig fields; "
                                 "command-line options override it."),
