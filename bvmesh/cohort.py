@@ -9,16 +9,20 @@ import csv
 import glob
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import io
-from .errors import BvmeshError, InputError, LabelMapInput
+from .errors import BvmeshError, InputError, Interrupted, LabelMapInput
 from .outputs import REPORT, MeshOptions, prepare_dir, write_case
 
 log = logging.getLogger(__name__)
+
+#: A hidden partial case folder older than this (s) is a killed run's leftover.
+STALE_PARTIAL_S = 600.0
 
 SUMMARY_FIELDS = ("case", "status", "input", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
                   "rv_myo_ml", "lv_mass_g", "mesh_passed", "seconds", "message")
@@ -125,30 +129,19 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
     """
     created = not Path(out_dir).exists()
     out = prepare_dir(out_dir)
+    remove_stale_partials(out)
     outcomes: list[CaseOutcome] = []
-    for path, case in zip(paths, case_names(paths)):
-        t0 = time.perf_counter()
-        if skip_existing and (out / case / REPORT).is_file():
-            outcome = CaseOutcome(case, str(path), "skipped", "output exists (--skip-existing)")
-        else:
-            base = (base_slices or {}).get(case, base_slice)
-            try:
-                result = segment_one(path, base_slice=base)
-                write_case(result, out, case, probabilities=probabilities, mesh=mesh)
-                report = _read_report(out / case)
-                passed = report.get("mesh", {}).get("quality", {}).get("passed", True)
-                outcome = CaseOutcome(case, str(path), "ok" if passed else "mesh-failed",
-                                      "" if passed else "mesh failed the quality gate (see report)",
-                                      report, time.perf_counter() - t0)
-            except LabelMapInput as exc:  # in a cohort, a label map beside its image is no failure
-                outcome = CaseOutcome(case, str(path), "skipped" if len(paths) > 1 else "failed",
-                                      str(exc), None, time.perf_counter() - t0)
-            except BvmeshError as exc:
-                outcome = CaseOutcome(case, str(path), "failed", str(exc), None,
-                                      time.perf_counter() - t0)
-        outcomes.append(outcome)
-        if on_case:
-            on_case(outcome)
+    try:
+        _run_cases(paths, out, segment_one, outcomes, base_slices=base_slices,
+                   base_slice=base_slice, skip_existing=skip_existing, probabilities=probabilities,
+                   mesh=mesh, on_case=on_case)
+    except KeyboardInterrupt:
+        # write_case's own clean-up has removed the case in progress; keep what is finished.
+        if outcomes:
+            write_summary(outcomes, out / "summary.csv")
+        raise Interrupted(f"interrupted after {len(outcomes)} of {len(paths)} case(s); "
+                          f"{out / 'summary.csv'} lists the finished ones; run again with "
+                          "--skip-existing to go on") from None
     if len(outcomes) == 1 and outcomes[0].status == "failed":
         if created:
             with contextlib.suppress(OSError):  # only if still empty
@@ -156,6 +149,52 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
         return outcomes
     write_summary(outcomes, out / "summary.csv")
     return outcomes
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the hidden half-written case folders a killed run left (older than
+    ``STALE_PARTIAL_S``: a younger one may belong to a run writing here right now)."""
+    now, removed = time.time(), []
+    for p in out.glob(".*.partial-*"):
+        with contextlib.suppress(OSError):
+            if p.is_dir() and now - p.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(p)
+                removed.append(p)
+    if removed:
+        log.warning("removed %d half-written case folder(s) left by an interrupted run", len(removed))
+    return removed
+
+
+def _run_cases(paths, out, segment_one, outcomes, *, base_slices, base_slice, skip_existing,
+               probabilities, mesh, on_case) -> None:
+    """The loop of :func:`run`, appending to ``outcomes`` as cases finish."""
+    for path, case in zip(paths, case_names(paths)):
+        t0 = time.perf_counter()
+        if skip_existing and (out / case / REPORT).is_file():
+            outcome = CaseOutcome(case, str(path), "skipped", "output exists (--skip-existing)")
+        else:
+            base = (base_slices or {}).get(case, base_slice)
+            outcome = _one_case(path, case, out, segment_one, base, t0, alone=len(paths) == 1,
+                                probabilities=probabilities, mesh=mesh)
+        outcomes.append(outcome)
+        if on_case:
+            on_case(outcome)
+
+
+def _one_case(path, case, out, segment_one, base, t0, *, alone, probabilities, mesh) -> CaseOutcome:
+    try:
+        result = segment_one(path, base_slice=base)
+        write_case(result, out, case, probabilities=probabilities, mesh=mesh)
+    except LabelMapInput as exc:  # in a cohort, a label map beside its image is no failure
+        return CaseOutcome(case, str(path), "failed" if alone else "skipped", str(exc), None,
+                           time.perf_counter() - t0)
+    except BvmeshError as exc:
+        return CaseOutcome(case, str(path), "failed", str(exc), None, time.perf_counter() - t0)
+    report = _read_report(out / case)
+    passed = report.get("mesh", {}).get("quality", {}).get("passed", True)
+    return CaseOutcome(case, str(path), "ok" if passed else "mesh-failed",
+                       "" if passed else "mesh failed the quality gate (see report)",
+                       report, time.perf_counter() - t0)
 
 
 def _read_report(folder: Path) -> dict:

@@ -32,6 +32,12 @@ class OutputError(BvmeshError):
     """An output location cannot be written."""
 
 
+class Interrupted(BvmeshError):
+    """A run stopped by Ctrl-C or SIGTERM, after writing what it had finished."""
+
+    exit_code = 130
+
+
 class MeshQualityError(BvmeshError):
     """A mesh was written but failed the quality gate (see the report)."""
 

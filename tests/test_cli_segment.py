@@ -236,7 +236,10 @@ def test_cohort_goes_on_past_a_broken_case_and_resumes(make_case, tiny_weights, 
     printed = json.loads(first.stdout)  # stdout is pure JSON
     assert printed["failed"] == 1
     assert {c["case"]: c["status"] for c in printed["cases"]} == {"a": "ok", "b": "ok", "c": "failed"}
-    assert str(broken) in error_lines(first)[0] and len(error_lines(first)) == 1
+    # Not a terminal: one line per case, the failed one naming its file.
+    lines = error_lines(first)
+    assert [line.split("\t")[:2] for line in lines] == [["a", "ok"], ["b", "ok"], ["c", "failed"]]
+    assert str(broken) in lines[2]
     summary = read_summary(out / "summary.csv")
     assert len(summary) == 3
     assert [summary[c]["status"] for c in "abc"] == ["ok", "ok", "failed"]

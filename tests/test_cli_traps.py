@@ -121,3 +121,43 @@ def test_verbose_shows_bvmesh_messages_and_no_library_debugging():
     assert not logging.getLogger("matplotlib.font_manager").isEnabledFor(logging.DEBUG)
     setup_logging(False)
     assert not logging.getLogger("bvmesh.pipeline").isEnabledFor(logging.INFO)
+
+
+def test_a_cohort_log_has_one_line_per_case_and_whole_numbers(make_case, tiny_weights, tmp_path):
+    cohort = tmp_path / "cohort"
+    a = make_case("a", folder=cohort)
+    make_case("b", folder=cohort, seed=1)
+    result = segment([cohort, "-o", tmp_path / "out", "--base-slice", a.base_slice], tiny_weights,
+                     a.roi)
+    assert result.exit_code == 0, result.stderr
+    lines = [line.split("\t") for line in result.stderr.splitlines() if "\t" in line]
+    assert [(f[0], f[1]) for f in lines] == [("a", "ok"), ("b", "ok")]
+    rows = summary(tmp_path / "out" / "summary.csv")
+    for value in (rows["a"]["lv_pool_ml"], rows["a"]["seconds"]):
+        assert value in result.stdout  # the table in a log is not cut to 80 columns
+
+
+def test_an_interrupted_cohort_keeps_what_it_finished_and_leaves_no_partial(make_case, tmp_path):
+    from bvmesh import cohort
+    from bvmesh.errors import Interrupted
+
+    paths = [make_case(n, folder=tmp_path / "in").path for n in ("a", "b", "c")]
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".x.partial-0badc0de"  # left by a run killed earlier
+    stale.mkdir()
+    import os
+
+    os.utime(stale, (0, 0))
+    calls = []
+
+    def one(path, base_slice):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        raise cohort.InputError(f"{path}: stand-in failure")
+
+    with pytest.raises(Interrupted, match="after 1 of 3"):
+        cohort.run(paths, out, one)
+    assert list(summary(out / "summary.csv")) == ["a"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import typer
@@ -130,14 +132,19 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
 
         def on_case(o: cohort.CaseOutcome) -> None:
             bar.advance(task)
-            # A single input's failure is raised below as the one error line.
-            if o.status == "failed" and len(paths) > 1:
+            if len(paths) == 1:
+                return  # a single input's failure is raised below as the one error line
+            if not err.is_terminal:  # a log file or a cluster job: one plain line per case
+                print(f"{o.case}\t{o.status}\t{o.seconds:.1f} s"
+                      + (f"\t{o.message}" if o.message else ""), file=sys.stderr, flush=True)
+            elif o.status == "failed":
                 err.print(f"[red]failed[/] {escape(o.case)}: {escape(o.message)}", highlight=False,
                           soft_wrap=True)
 
-        outcomes = cohort.run(paths, output, one, base_slices=per_case, base_slice=base_slice,
-                              skip_existing=skip_existing, probabilities=save_probabilities,
-                              mesh=mesh, on_case=on_case)
+        with _sigterm_as_interrupt():
+            outcomes = cohort.run(paths, output, one, base_slices=per_case, base_slice=base_slice,
+                                  skip_existing=skip_existing, probabilities=save_probabilities,
+                                  mesh=mesh, on_case=on_case)
     if len(outcomes) == 1 and outcomes[0].status == "failed":
         # One bad input: one error line, no table (and cohort.run wrote nothing).
         if as_json:
@@ -145,6 +152,26 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
         raise InputError(outcomes[0].message)
     _print_summary(outcomes, output, as_json)
     return cohort.exit_code(outcomes)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A cluster's SIGTERM stops a cohort like Ctrl-C: cleanly, with the summary so far."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(outcomes, output: Path, as_json: bool) -> None:
@@ -166,7 +193,8 @@ def _print_summary(outcomes, output: Path, as_json: bool) -> None:
         table.add_row(*(str(r[k]) for k in ("case", "status", "base_slice", "lv_pool_ml",
                                             "lv_myo_ml", "rv_pool_ml", "lv_mass_g", "mesh_passed",
                                             "seconds")), style=style)
-    out.print(table)
+    # Never cut a number: a log file gets the width the table needs, not 80 columns.
+    out.print(table, width=None if out.is_terminal else 200)
 
 
 def register(app: typer.Typer) -> None:
