@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -439,20 +440,47 @@ def test_install_rejects_wrong_file(tmp_path, server):
     assert leftovers(tmp_path) == [] and not (cache / "tm-v1.pt").exists()
 
 
+def checkpoint_bytes(seed: int) -> bytes:
+    """A real (tiny, random) bvmesh checkpoint."""
+    import torch
+
+    from bvmesh.model import build_model, save_checkpoint
+
+    try:
+        from conftest import TINY_CONFIG
+    except ImportError:
+        from tests.conftest import TINY_CONFIG
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_checkpoint(build_model(TINY_CONFIG), Path(tmp) / "m.pt").read_bytes()
+
+
 def test_install_local_model_by_name(tmp_path, server):
     reg = make_registry(server, payload())
+    v1, v2 = checkpoint_bytes(0), checkpoint_bytes(1)
     mine = tmp_path / "mine.pt"
-    mine.write_bytes(b"v1")
+    mine.write_bytes(v1)
     rw = install(mine, name="lab-model", registry=reg)
     assert rw.path == tmp_path / "envcache" / "local" / "lab-model" / "mine.pt"
     assert resolve("lab-model", registry=reg, offline=True) == ResolvedWeights(
-        rw.path, "lab-model", sha(b"v1"), "cache")
+        rw.path, "lab-model", sha(v1), "cache")
     newer = tmp_path / "mine2.pt"
-    newer.write_bytes(b"v2")
+    newer.write_bytes(v2)
     install(newer, name="lab-model", registry=reg)  # replaces the earlier file
-    assert resolve("lab-model", registry=reg).sha256 == sha(b"v2")
+    assert resolve("lab-model", registry=reg).sha256 == sha(v2)
     names = [r["name"] for r in inventory(registry=reg)]
     assert names == ["tm-v1", "lab-model"]
+
+
+def test_install_refuses_what_is_not_a_bvmesh_checkpoint(tmp_path, server):
+    reg = make_registry(server, payload())
+    junk = tmp_path / "random.pt"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(WeightsError, match="random.pt: not a readable bvmesh weights file"):
+        install(junk, name="junk", registry=reg)
+    assert not (tmp_path / "envcache" / "local" / "junk").exists()
+    assert leftovers(tmp_path) == []
 
 
 def test_verify_reports_and_catches_damage(tmp_path, server):
@@ -460,9 +488,16 @@ def test_verify_reports_and_catches_damage(tmp_path, server):
     reg = make_registry(server, data)
     cached = resolve("tm-v1", registry=reg).path
     mine = tmp_path / "mine.pt"
-    mine.write_bytes(b"local bytes")
+    mine.write_bytes(checkpoint_bytes(0))
     local = install(mine, name="lab", registry=reg).path
     assert [(c.name, c.status) for c in verify(registry=reg)] == [("tm-v1", "ok"), ("lab", "ok")]
+    # A file put into the cache by hand that is no model at all is not "ok".
+    planted = tmp_path / "envcache" / "local" / "junk" / "random.pt"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"not a model")
+    junk = [c for c in verify(registry=reg) if c.name == "junk"]
+    assert [(c.status, c.ok) for c in junk] == [("not-a-model", False)]
+    planted.unlink()
 
     # Flip bytes in place and restore the mtime: invisible to the memo, caught by verify.
     for path in (cached, local):

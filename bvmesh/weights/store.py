@@ -295,6 +295,8 @@ def install(file: str | os.PathLike, *, name: str | None = None,
     try:
         digest = _copy_hashing(src, tmp)
         entry = _entry_for_install(src, digest, name, reg)
+        if entry is None:
+            _require_checkpoint(src)  # a registered file is vouched for by its hash
         if entry is not None:
             dst, label = cdir / entry.file, entry.name
         else:
@@ -316,6 +318,13 @@ def install(file: str | os.PathLike, *, name: str | None = None,
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return ResolvedWeights(dst.absolute(), label, digest, "cache")
+
+
+def _require_checkpoint(path: Path) -> None:
+    """Refuse a file that is not a loadable bvmesh checkpoint (raises WeightsError)."""
+    from ..model import load_model
+
+    load_model(path)
 
 
 def _entry_for_install(src: Path, digest: str, name: str | None,
@@ -361,7 +370,7 @@ class Check:
 
     path: Path
     name: str | None
-    status: str  # "ok", "unpinned" (no registry hash), "mismatch", "unreadable"
+    status: str  # "ok", "unpinned" (no registry hash), "mismatch", "unreadable", "not-a-model"
     expected: str | None
     actual: str | None
     message: str
@@ -395,7 +404,14 @@ def verify(*, cache_dir: str | os.PathLike | None = None,
         for path in sorted(base.glob("*/*")):
             if path.is_file() and _is_model_file(path):
                 name = path.parent.name if sub == LOCAL_DIR else None
-                checks.append(_check(path, name, read_memo_raw(path), True))
+                check = _check(path, name, read_memo_raw(path), True)
+                if check.ok:  # its hash is its own (or none): is it a model at all?
+                    try:
+                        _require_checkpoint(path)
+                    except WeightsError as exc:
+                        check = Check(path, name, "not-a-model", check.expected, check.actual,
+                                      f"{exc}; remove it with `rm {path}`")
+                checks.append(check)
     return checks
 
 
