@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 #: A hidden partial case folder older than this (s) is a killed run's leftover.
 STALE_PARTIAL_S = 600.0
 
-SUMMARY_FIELDS = ("case", "status", "input", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
-                  "rv_myo_ml", "lv_mass_g", "mesh_passed", "seconds", "message")
+SUMMARY_FIELDS = ("case", "status", "qc", "qc_checks", "input", "base_slice", "lv_pool_ml",
+                  "lv_myo_ml", "rv_pool_ml", "rv_myo_ml", "lv_mass_g", "mesh_passed", "seconds",
+                  "message")
+VOLUME_FIELDS = ("lv_pool_ml", "lv_myo_ml", "rv_pool_ml", "rv_myo_ml", "lv_mass_g")
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,19 @@ class CaseOutcome:
     report: dict | None = None
     seconds: float = 0.0
 
+    @property
+    def qc_failed(self) -> list[str]:
+        return list((self.report or {}).get("qc", {}).get("failed", []))
+
     def row(self) -> dict:
         r = self.report or {}
         m = r.get("measurements", {})
         mesh = r.get("mesh", {}).get("quality", {})
-        return {"case": self.case, "status": self.status, "input": self.input,
-                "base_slice": r.get("slices", {}).get("base_slice", ""),
-                **{k: m.get(k, "") for k in SUMMARY_FIELDS[4:9]},
+        qc = r.get("qc", {})
+        return {"case": self.case, "status": self.status, "qc": qc.get("verdict", ""),
+                "qc_checks": " ".join(qc.get("failed", []) + qc.get("warned", [])),
+                "input": self.input, "base_slice": r.get("slices", {}).get("base_slice", ""),
+                **{k: m.get(k, "") for k in VOLUME_FIELDS},
                 "mesh_passed": mesh.get("passed", ""), "seconds": round(self.seconds, 2),
                 "message": self.message}
 
@@ -215,9 +223,12 @@ def write_summary(outcomes: list[CaseOutcome], path: Path) -> Path:
 
 
 def exit_code(outcomes: list[CaseOutcome]) -> int:
-    """0: every case fine; 1: a case failed; 3: all segmented but a mesh failed its gate."""
+    """0: every case fine; 1: a case failed; 4: a case failed quality control on more than
+    its mesh; 3: all segmented but a mesh failed its gate."""
     if any(o.status == "failed" for o in outcomes):
         return 1
+    if any(set(o.qc_failed) - {"mesh_gate"} for o in outcomes):
+        return 4
     if any(o.status == "mesh-failed" for o in outcomes):
         return 3
     return 0

@@ -104,6 +104,10 @@ def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
         if mesh is not None:
             report["mesh"] = _write_mesh(result, tmp, mesh)
             files += ["mesh.vtp", "mesh.stl", "mesh.png"]
+            if "qc" in report:
+                from .checks import with_mesh
+
+                report["qc"] = with_mesh(report["qc"], bool(report["mesh"]["quality"]["passed"]))
         _write_qc(result, tmp / "qc.png")
         files.append("qc.png")
         report["outputs"] = files + [REPORT]

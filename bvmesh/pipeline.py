@@ -56,7 +56,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
             slice_axis: int | None = None, frame: int | None = None,
             roi: tuple[float, float] | None = None, weights: str | os.PathLike | None = None,
             model=None, device: str = "auto", propagation: bool = True, fusion: bool = True,
-            rv_wall_mm: float = 3.0, plausibility: bool = True,
+            rv_wall_mm: float = 3.0, plausibility: bool = True, qc_strict: bool = False,
             probabilities: bool = False, cache_dir: str | os.PathLike | None = None,
             offline: bool | None = None) -> SegmentResult:
     """Segment the LV and RV of one short-axis volume.
@@ -70,6 +70,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     :func:`bvmesh.load_model`) avoids reloading weights in cohorts; otherwise
     ``weights`` (registry name, path or URL; None = bundled default) is loaded on ``device``.
     ``plausibility``: remove what no heart has (bvmesh.plausibility), listed in the report.
+    ``qc_strict``: a quality-control warning counts as a failure (bvmesh.checks).
     """
     times, lap = _timer()
     volume = source if isinstance(source, io.Volume) else io.load(source, frame=frame)
@@ -127,6 +128,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     lap("postprocess")
     report["slices"] = geo["report"]
     report["measurements"] = measurements(labels, volume.affine)
+    report["qc"] = _quality_control(labels, volume, report, qc_strict)
     report["timings_s"] = times
     if not np.isin(labels, MYOCARDIUM).any():
         report["warnings"].append("no myocardium was found; check the ROI and base slice in qc.png")
@@ -155,6 +157,17 @@ def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict,
         log.info("plausibility: removed %.2f ml of %s (%s) on input slices %s", r.ml, r.structure,
                  r.rule, item["input_slices"])
     return labels, listed
+
+
+def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict: bool) -> dict:
+    from .checks import assess, measures
+
+    geo = report["slices"]
+    sign = 1 if geo["apex_direction"].startswith("increasing") else -1
+    removed = sum(r["ml"] for r in report.get("plausibility", []))
+    values = measures(labels, volume.spacing, geo["slice_axis"], geo["base_slice"], sign,
+                      report["measurements"], removed)
+    return assess(values, strict=strict)
 
 
 def load_weights(spec, device: str = "auto", *, cache_dir=None, offline=None):

@@ -11,7 +11,8 @@ import typer
 from .console import device_option, err, exit_on_error, out, setup_logging
 
 EXIT_CODES = "Exit codes: 0 all cases done; 1 a case failed or bad input; 2 bad usage; " \
-             "3 segmented, but a mesh failed its quality gate."
+             "3 segmented, but a mesh failed its quality gate; 4 a case failed quality control " \
+             "(report.json qc, summary.csv qc and qc_checks)."
 
 
 def _roi(value: str | None) -> tuple[float, float] | None:
@@ -66,6 +67,8 @@ def segment_command(
                                       "what no heart has (an RV piece off the septum, tissue "
                                       "that outgrows the ventricles toward the apex); listed "
                                       "in report.json."),
+    qc_strict: bool = typer.Option(False, "--qc-strict", help="A quality-control warning "
+                                   "fails the case (exit 4) too."),
     rv_wall_mm: float = typer.Option(3.0, "--rv-wall-mm", help="Thickness of the geometric RV "
                                      "free wall when the model has no RV-myocardium class."),
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
@@ -90,7 +93,8 @@ def segment_command(
                            slice_axis=slice_axis, frame=frame, roi=_roi(roi), weights=weights,
                            cache_dir=cache_dir, offline=offline or None, device=device,
                            propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
-                           plausibility=plausibility, save_probabilities=save_probabilities,
+                           plausibility=plausibility, qc_strict=qc_strict,
+                           save_probabilities=save_probabilities,
                            mesh=_mesh_options(mesh, edge_mm, apex), skip_existing=skip_existing,
                            as_json=as_json, example=example)
     raise typer.Exit(code)
@@ -99,7 +103,7 @@ def segment_command(
 def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, slice_axis, frame, roi,
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
                 mesh, skip_existing, as_json, example, fusion: bool = True,
-                plausibility: bool = True) -> int:
+                plausibility: bool = True, qc_strict: bool = False) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -123,7 +127,8 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
     def one(path, base_slice):
         return segment(path, base_slice=base_slice, slice_axis=slice_axis, frame=frame, roi=roi,
                        model=model, propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
-                       plausibility=plausibility, probabilities=save_probabilities)
+                       plausibility=plausibility, qc_strict=qc_strict,
+                       probabilities=save_probabilities)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -135,7 +140,9 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
             if len(paths) == 1:
                 return  # a single input's failure is raised below as the one error line
             if not err.is_terminal:  # a log file or a cluster job: one plain line per case
-                print(f"{o.case}\t{o.status}\t{o.seconds:.1f} s"
+                row = o.row()
+                qc = f"qc {row['qc']}" + (f": {row['qc_checks']}" if row["qc_checks"] else "")
+                print(f"{o.case}\t{o.status}\t{qc if row['qc'] else 'qc -'}\t{o.seconds:.1f} s"
                       + (f"\t{o.message}" if o.message else ""), file=sys.stderr, flush=True)
             elif o.status == "failed":
                 err.print(f"[red]failed[/] {escape(o.case)}: {escape(o.message)}", highlight=False,
@@ -177,6 +184,7 @@ def _sigterm_as_interrupt():
 def _print_summary(outcomes, output: Path, as_json: bool) -> None:
     import json
 
+    from rich.console import Console
     from rich.table import Table
 
     rows = [o.row() for o in outcomes]
@@ -185,16 +193,16 @@ def _print_summary(outcomes, output: Path, as_json: bool) -> None:
                                    "failed": sum(o.status == "failed" for o in outcomes)}))
         return
     table = Table(title=f"bvmesh segment -> {output}/ (summary.csv)")
-    for name in ("case", "status", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
-                 "lv_mass_g", "mesh_passed", "seconds"):
-        table.add_column(name, justify="left" if name in ("case", "status") else "right")
+    shown = ("case", "status", "qc", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
+             "lv_mass_g", "mesh_passed", "seconds")
+    for name in shown:
+        table.add_column(name, justify="left" if name in ("case", "status") else "right",
+                         overflow="fold")  # a narrow terminal wraps a number, never cuts it
     for r in rows:
         style = {"failed": "red", "mesh-failed": "yellow", "skipped": "dim"}.get(r["status"])
-        table.add_row(*(str(r[k]) for k in ("case", "status", "base_slice", "lv_pool_ml",
-                                            "lv_myo_ml", "rv_pool_ml", "lv_mass_g", "mesh_passed",
-                                            "seconds")), style=style)
-    # Never cut a number: a log file gets the width the table needs, not 80 columns.
-    out.print(table, width=None if out.is_terminal else 200)
+        table.add_row(*(str(r[k]) for k in shown), style=style)
+    # A log file gets the width the table needs, not 80 columns.
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 def register(app: typer.Typer) -> None:

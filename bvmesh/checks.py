@@ -1,0 +1,156 @@
+"""Automatic quality control of one segmentation: named checks, one table of ranges, a verdict.
+
+A cohort of thousands of scans is not looked at case by case, so each report says
+whether its result is plausible: every check has its value, the range it was held to
+and a verdict (``pass``, ``warn``, ``fail``), and the case's verdict is the worst of
+them. Ranges live in :data:`RANGES`, each with where it comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import LV_MYO, LV_POOL, RV_POOL
+
+VERDICTS = ("pass", "warn", "fail")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Accepted (warn_lo, warn_hi) and tolerated (fail_lo, fail_hi) values, and their source."""
+
+    warn: tuple[float, float]
+    fail: tuple[float, float]
+    source: str
+
+
+#: Ranges of every check. Volumes (ml) and mass (g): adult normal ranges (Kawel-Boehm et al.,
+#: J Cardiovasc Magn Reson 2020) widened to the pathology a research cohort holds (ACDC's
+#: dilated and hypertrophic hearts reach LV pools of 400 ml and LV masses of 300 g), for ED
+#: or ES alike; outside the fail range no adult heart is.
+RANGES: dict[str, Range] = {
+    "lv_pool_ml": Range((15, 400), (5, 600), "adult ED/ES, normal to dilated (Kawel-Boehm 2020; ACDC)"),
+    "rv_pool_ml": Range((15, 400), (5, 600), "adult ED/ES, normal to dilated (Kawel-Boehm 2020; ACDC)"),
+    "lv_mass_g": Range((40, 300), (20, 500), "adult LV mass, normal to hypertrophic (Kawel-Boehm 2020)"),
+    # Mid-ventricular LV wall (mm): 6-12 mm normally, HCM to 30 mm; under 3 mm is no wall.
+    "lv_wall_mm": Range((4, 20), (2.5, 35), "mid-ventricular wall thickness (normal 6-12 mm; HCM)"),
+    # Share of the mid-ventricular LV pool's edge that touches background instead of muscle:
+    # the LV pool is ringed by myocardium there (ACDC's labelling convention too).
+    "lv_ring_open": Range((0, 0.05), (0, 0.25), "LV myocardium rings the pool at mid-ventricle"),
+    # Share of mid-ventricular slices with RV pool on which it lies beside the LV myocardium.
+    "rv_beside_septum": Range((0.8, 1), (0.5, 1), "the RV wraps around the septum"),
+    # Largest change of the heart's section between neighbouring slices, relative to the
+    # larger: a ventricle changes smoothly; 60 % is a slice missed or a structure taken.
+    "area_jump": Range((0, 0.6), (0, 0.85), "sections change smoothly from slice to slice"),
+    # Tissue the plausibility rules removed (ml): the network saw heart where none can be.
+    "removed_ml": Range((0, 10), (0, 50), "bvmesh.plausibility removals"),
+}
+
+
+def _verdict(value: float | None, rng: Range) -> str:
+    if value is None:
+        return "pass"
+    if not rng.fail[0] <= value <= rng.fail[1]:
+        return "fail"
+    if not rng.warn[0] <= value <= rng.warn[1]:
+        return "warn"
+    return "pass"
+
+
+def measures(labels: np.ndarray, spacing: np.ndarray, slice_axis: int, base: int, sign: int,
+             measurements: dict, removed_ml: float) -> dict[str, float | None]:
+    """The value of every check (None: not measurable, e.g. no RV)."""
+    lab = np.moveaxis(labels, slice_axis, 0)
+    if sign < 0:
+        lab = lab[::-1]
+        base = len(lab) - 1 - base
+    lab = lab[base:]  # from the base toward the apex
+    pixel = float(np.prod([spacing[a] for a in range(3) if a != slice_axis]))
+    heart = np.flatnonzero((lab > 0).any(axis=(1, 2)))
+    values: dict[str, float | None] = {k: measurements.get(k) for k in ("lv_pool_ml", "rv_pool_ml",
+                                                                         "lv_mass_g")}
+    values["removed_ml"] = removed_ml
+    if len(heart) == 0:
+        return {**values, "lv_wall_mm": None, "lv_ring_open": None, "rv_beside_septum": None,
+                "area_jump": None}
+    n = len(heart)
+    mid = heart[n // 3: max(n // 3 + 1, 2 * n // 3)]
+    values["lv_wall_mm"] = _wall_mm(lab[mid], pixel)
+    values["lv_ring_open"] = _ring_open(lab[mid])
+    values["rv_beside_septum"] = _rv_beside(lab[mid], np.sqrt(pixel))
+    areas = (lab[heart[0]:heart[-1] + 1] > 0).sum(axis=(1, 2)).astype(float)
+    inner = areas[1:-1] if len(areas) > 3 else areas  # the end slices may change abruptly
+    jumps = np.abs(np.diff(inner)) / np.maximum(np.maximum(inner[1:], inner[:-1]), 1)
+    values["area_jump"] = float(jumps.max()) if len(jumps) else 0.0
+    return values
+
+
+def _wall_mm(slices: np.ndarray, pixel_mm2: float) -> float | None:
+    """Median over slices of r_epi - r_endo, radii of circles of the sections' areas."""
+    out = []
+    for s in slices:
+        pool, myo = (s == LV_POOL).sum() * pixel_mm2, (s == LV_MYO).sum() * pixel_mm2
+        if pool > 0 and myo > 0:
+            out.append(np.sqrt((pool + myo) / np.pi) - np.sqrt(pool / np.pi))
+    return float(np.median(out)) if out else None
+
+
+def _ring_open(slices: np.ndarray) -> float | None:
+    """Share of the LV pool's outer edge pixels that touch background."""
+    edge = touching_bg = 0
+    for s in slices:
+        pool = s == LV_POOL
+        if not pool.any():
+            continue
+        rim = ndimage.binary_dilation(pool) & ~pool
+        edge += int(rim.sum())
+        touching_bg += int((rim & (s == 0)).sum())
+    return touching_bg / edge if edge else None
+
+
+def _rv_beside(slices: np.ndarray, pixel_mm: float, reach_mm: float = 5.0) -> float | None:
+    """Share of slices with RV pool whose RV pool comes within ``reach_mm`` of LV myocardium."""
+    with_rv = beside = 0
+    for s in slices:
+        rv = s == RV_POOL
+        if not rv.any():
+            continue
+        with_rv += 1
+        lv = s == LV_MYO
+        if lv.any() and ndimage.distance_transform_edt(~lv)[rv].min() * pixel_mm <= reach_mm:
+            beside += 1
+    return beside / with_rv if with_rv else None
+
+
+def assess(values: dict[str, float | None], *, mesh_passed: bool | None = None,
+           strict: bool = False) -> dict:
+    """The report's ``qc`` block: each check's value, ranges, verdict; the overall verdict
+    and the names of the checks that warned or failed. ``strict``: a warning fails."""
+    checks = {}
+    for name, rng in RANGES.items():
+        value = values.get(name)
+        checks[name] = {"value": None if value is None else round(float(value), 3),
+                        "warn_range": list(rng.warn), "fail_range": list(rng.fail),
+                        "verdict": _verdict(value, rng), "source": rng.source}
+    if not values.get("lv_pool_ml") and not values.get("lv_mass_g"):
+        checks["heart_found"] = {"value": False, "verdict": "fail",
+                                 "source": "no LV was segmented at all"}
+    if mesh_passed is not None:
+        checks["mesh_gate"] = {"value": mesh_passed, "verdict": "pass" if mesh_passed else "fail",
+                               "source": "bvmesh.mesh.quality (exit 3 on its own)"}
+    if strict:
+        for c in checks.values():
+            c["verdict"] = "fail" if c["verdict"] == "warn" else c["verdict"]
+    worst = max((c["verdict"] for c in checks.values()), key=VERDICTS.index, default="pass")
+    return {"verdict": worst, "strict": strict,
+            "failed": [k for k, c in checks.items() if c["verdict"] == "fail"],
+            "warned": [k for k, c in checks.items() if c["verdict"] == "warn"], "checks": checks}
+
+
+def with_mesh(qc: dict, mesh_passed: bool) -> dict:
+    """``qc`` assessed again with the mesh gate's outcome."""
+    values = {k: c["value"] for k, c in qc["checks"].items() if k in RANGES}
+    return assess(values, mesh_passed=mesh_passed, strict=qc["strict"])

@@ -1,0 +1,61 @@
+"""bvmesh.checks: a plausible heart passes, a wrong answer is flagged, exit code 4."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bvmesh import checks, cohort
+from bvmesh.pipeline import measurements
+from bvmesh.testing import make_phantom
+
+
+def _phantom_values(labels=None):
+    ph = make_phantom((1.5, 1.5, 8.0), truth=False)
+    labels = ph.labels if labels is None else labels
+    spacing = np.linalg.norm(ph.affine[:3, :3], axis=0)
+    base = int(np.flatnonzero(labels.any(axis=(0, 1)))[-1])  # base at the last slices
+    return checks.measures(labels, spacing, 2, base, -1, measurements(labels, ph.affine), 0.0), ph
+
+
+def test_the_phantom_heart_passes_every_check():
+    values, _ = _phantom_values()
+    assert 6 < values["lv_wall_mm"] < 10  # 8 mm wall (28 - 20 mm radii)
+    assert values["lv_ring_open"] == 0 and values["rv_beside_septum"] == 1
+    qc = checks.assess(values)
+    assert qc["verdict"] == "pass", qc
+
+
+def test_a_wrong_answer_is_flagged():
+    values, ph = _phantom_values()
+    broken = ph.labels.copy()
+    broken[broken == 2] = 0  # the LV pool without its wall: the ring is open, no mass
+    bad, _ = _phantom_values(broken)
+    qc = checks.assess(bad)
+    assert qc["verdict"] == "fail" and {"lv_ring_open", "lv_mass_g"} <= set(qc["failed"])
+    tiny = checks.assess({**values, "lv_pool_ml": 0.05, "lv_mass_g": 10.5})
+    assert {"lv_pool_ml", "lv_mass_g"} <= set(tiny["failed"])
+    assert checks.assess({**values, "removed_ml": 80})["failed"] == ["removed_ml"]
+
+
+def test_strict_turns_warnings_into_failures_and_the_mesh_counts():
+    values, _ = _phantom_values()
+    warned = checks.assess({**values, "lv_pool_ml": 450})
+    assert warned["verdict"] == "warn" and warned["warned"] == ["lv_pool_ml"]
+    assert checks.assess({**values, "lv_pool_ml": 450}, strict=True)["verdict"] == "fail"
+    assert checks.with_mesh(checks.assess(values), False)["failed"] == ["mesh_gate"]
+
+
+def test_a_case_failing_qc_exits_4_and_the_summary_names_the_checks(tmp_path):
+    values, _ = _phantom_values()
+    good = {"qc": checks.assess(values), "measurements": {}}
+    bad = {"qc": checks.assess({**values, "lv_pool_ml": 0.05}), "measurements": {}}
+    mesh_only = {"qc": checks.with_mesh(checks.assess(values), False), "measurements": {}}
+    ok = cohort.CaseOutcome("a", "a.nii.gz", "ok", report=good)
+    failed_qc = cohort.CaseOutcome("b", "b.nii.gz", "ok", report=bad)
+    mesh = cohort.CaseOutcome("c", "c.nii.gz", "mesh-failed", report=mesh_only)
+    assert cohort.exit_code([ok]) == 0
+    assert cohort.exit_code([ok, failed_qc, mesh]) == 4
+    assert cohort.exit_code([ok, mesh]) == 3
+    cohort.write_summary([ok, failed_qc], tmp_path / "summary.csv")
+    text = (tmp_path / "summary.csv").read_text()
+    assert "b,ok,fail,lv_pool_ml" in text and "a,ok,pass," in text
