@@ -73,12 +73,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     ``qc_strict``: a quality-control warning counts as a failure (bvmesh.checks).
     """
     times, lap = _timer()
-    volume = source if isinstance(source, io.Volume) else io.load(source, frame=frame)
-    values = io.label_map_values(volume.data)
-    if values is not None:
-        raise LabelMapInput(f"{volume.source}: holds only the values {values}: a label map, not "
-                            "an MRI image; skipped (name label files *_gt to keep them out of a "
-                            "cohort, or mesh them with bvmesh mesh)")
+    volume = _read(source, frame)
     lap("read")
     if model is None:
         model, weights_info = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
@@ -113,18 +108,9 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
         report["warnings"].append(
             f"the RV free wall is geometric: a {rv_wall_mm:g} mm shell around the RV blood pool "
             "(the model has no RV-myocardium class)")
-    channels = postprocess.one_hot(stack_labels)
-    on_input = preprocess.to_input_grid(channels[1:], grid, volume.shape)
-    background = 1.0 - on_input.sum(0)
-    labels = np.where(on_input.max(0) > background, 1 + on_input.argmax(0), 0).astype(np.uint8)
-    prob_out = None
-    if probabilities:
-        full = np.zeros((len(CLASS_NAMES) + 1, *probs.shape[1:]), np.float32)
-        full[0] = probs[0]
-        for i, name in enumerate(model.classes):
-            full[1 + CLASS_NAMES.index(name)] = probs[1 + i]
-        prob_out = preprocess.to_input_grid(full, grid, volume.shape)
-        prob_out[0] += 1.0 - prob_out.sum(0)
+    labels = _labels_on_input(stack_labels, grid, volume.shape)
+    prob_out = _probabilities_on_input(probs, model.classes, grid, volume.shape) \
+        if probabilities else None
     lap("postprocess")
     report["slices"] = geo["report"]
     report["measurements"] = measurements(labels, volume.affine)
@@ -133,6 +119,35 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     if not np.isin(labels, MYOCARDIUM).any():
         report["warnings"].append("no myocardium was found; check the ROI and base slice in qc.png")
     return SegmentResult(volume, labels, stack_labels, grid, report, prob_out)
+
+
+def _read(source: str | os.PathLike | io.Volume, frame: int | None) -> io.Volume:
+    """The input volume, refusing a label map handed in as an image."""
+    volume = source if isinstance(source, io.Volume) else io.load(source, frame=frame)
+    values = io.label_map_values(volume.data)
+    if values is not None:
+        raise LabelMapInput(f"{volume.source}: holds only the values {values}: a label map, not "
+                            "an MRI image; skipped (name label files *_gt to keep them out of a "
+                            "cohort, or mesh them with bvmesh mesh)")
+    return volume
+
+
+def _labels_on_input(stack_labels: np.ndarray, grid: StackGrid, shape) -> np.ndarray:
+    """Stack labels on the input grid: each class's one-hot channel resampled, then the largest."""
+    on_input = preprocess.to_input_grid(postprocess.one_hot(stack_labels)[1:], grid, shape)
+    background = 1.0 - on_input.sum(0)
+    return np.where(on_input.max(0) > background, 1 + on_input.argmax(0), 0).astype(np.uint8)
+
+
+def _probabilities_on_input(probs: np.ndarray, classes, grid: StackGrid, shape) -> np.ndarray:
+    """The model's class probabilities in bvmesh's label order (5 channels), on the input grid."""
+    full = np.zeros((len(CLASS_NAMES) + 1, *probs.shape[1:]), np.float32)
+    full[0] = probs[0]
+    for i, name in enumerate(classes):
+        full[1 + CLASS_NAMES.index(name)] = probs[1 + i]
+    out = preprocess.to_input_grid(full, grid, shape)
+    out[0] += 1.0 - out.sum(0)
+    return out
 
 
 def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict,
