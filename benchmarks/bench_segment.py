@@ -28,9 +28,9 @@ from pathlib import Path
 
 
 def _run(cmd: list[str]) -> None:
-    """Run a `bvmesh segment`; exit 3 (written, but a mesh failed its gate) still counts."""
+    """Run a `bvmesh segment`; exit 3 or 4 (written, but a mesh gate or QC failed) still counts."""
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode not in (0, 3):
+    if done.returncode not in (0, 3, 4):
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-500:]}")
 
 

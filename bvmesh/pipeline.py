@@ -157,10 +157,7 @@ def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict,
 
     step = grid.spacing_mm / volume.spacing[geo["report"]["slice_axis"]]
     sign = 1 if geo["apex_sign"] > 0 else -1
-    # One input slice of margin past the last slice the locator saw heart on.
-    located = abs(geo["report"]["apex_slice_estimate"] - geo["base_slice"]) + 1
-    labels, removals = enforce(stack_labels, grid.spacing_mm, geo["init_stack"],
-                               apex_limit=int(np.floor(located / step)))
+    labels, removals = enforce(stack_labels, grid.spacing_mm, geo["init_stack"])
     if removals:
         labels = postprocess.clean(labels)  # a cut can leave a piece cut off
     listed = []

@@ -99,7 +99,8 @@ def table(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     flagged = [r["verdict"] != "pass" for r in rows]
     bad = [r["dice"] < 0.6 for r in rows]
-    print("| variant | runs | Dice < 0.6 | flagged of those | Dice >= 0.6 | flagged of those (false alarms) |")
+    print("| variant | runs | Dice < 0.6 | flagged of those | Dice >= 0.6 | "
+          "flagged of those (false alarms) |")
     print("|---|---|---|---|---|---|")
     for name in [*VARIANTS, "all"]:
         sel = [i for i, r in enumerate(rows) if name in ("all", r["variant"])]

@@ -75,8 +75,12 @@ def test_a_tapering_heart_gets_a_shorter_cap():
     _, flat_cap = apex.extrapolate(_open_tube(), 1.0, 0.001)
     _, tapered = apex.extrapolate(tube, 1.0, 0.001)
     assert tapered.height_mm < flat_cap.height_mm - 1
-    assert apex.cap_profile(10.0, 0.0)[2] == pytest.approx(10.0)
-    assert apex.cap_profile(10.0, 1.5)[2] < 5.0
+    # An LV profile that is half an ellipse (radius 20 mm, 60 mm long) ending 40 mm down:
+    # the cap closes it where the ellipse does, 20 mm further.
+    t = np.arange(41.0)
+    ellipse = 20 * np.sqrt(1 - (t / 60) ** 2)
+    assert apex.cap_height(ellipse, 1.0) == pytest.approx(20.0, abs=0.5)
+    assert apex.cap_height(np.full(40, 10.0), 1.0) == pytest.approx(10.0)  # a cylinder: hemisphere
 
 
 def test_flat_apex_is_a_lid_at_the_last_slice():

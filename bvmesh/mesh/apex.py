@@ -5,13 +5,13 @@ grid, with the apical end at the last index. Two ways to close it:
 
 - ``flat``: the pools on the last two slices become the myocardium of their side (a lid
   where the labels stop);
-- ``extrapolate``: a rounded cap continued beyond the last slice from the shape and the
-  taper of the last centimetres. Each structure (the whole heart, each pool) shrinks
-  by an inward offset of its last cross-section that follows a quarter ellipse: the
-  whole heart's ellipse continues the measured taper of its inscribed radius (a
-  cylinder gets a hemisphere, a cone nearly closed gets a short cap), the pools close
-  one apical wall thickness earlier, the RV in proportion to its smaller section.
-  The height follows from the shape; it is not a free parameter.
+- ``extrapolate``: a rounded cap continued beyond the last slice. Its height is where the
+  half ellipsoid fitted to the LV's radius over its apical half closes (bvmesh.mesh.apex.
+  cap_height; a hemisphere of the last LV radius when the profile gives no ellipse), so it
+  follows from the heart's shape and is not a free parameter. Each structure (the whole
+  heart, each pool) shrinks by an inward offset of its last section along a quarter
+  ellipse; the pools close one apical wall thickness earlier, the RV in proportion to its
+  smaller section.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ from ..labels import LV_MYO, LV_POOL, RV_MYO, RV_POOL
 APEX_MODES = ("extrapolate", "flat")
 #: Slices of the lid in ``flat`` mode (2 voxels: the wall the topology repair asks for).
 LID_SLICES = 2
-#: How far back from the end (mm) the taper of the heart is measured.
-TAPER_WINDOW_MM = 15.0
-#: Largest taper slope used (mm of inscribed radius lost per mm toward the apex).
-MAX_TAPER = 1.5
+#: The tallest cap, as a multiple of the last section's LV radius (a prolate apex).
+MAX_ASPECT = 1.5
 #: Apical wall thickness (mm) is the last section's wall, kept within these bounds.
 APICAL_WALL_MM = (2.5, 10.0)
 
@@ -71,62 +69,76 @@ def inscribed_radius(mask2d: np.ndarray, spacing: float) -> float:
     return float(ndimage.distance_transform_edt(mask2d).max()) * spacing
 
 
-def taper(labels: np.ndarray, spacing: float, predicted: int) -> float:
-    """Loss of the heart's inscribed radius per mm toward the apex over the last
-    ``TAPER_WINDOW_MM`` of the first ``predicted`` slices (the rest may be copies)."""
-    n = max(2, int(round(TAPER_WINDOW_MM / spacing)))
-    lo = max(0, predicted - n)
-    s = np.arange(lo, predicted)
-    r = np.array([inscribed_radius(labels[i] > 0, spacing) for i in s])
-    keep = r > 0
-    if keep.sum() < 2:
-        return 0.0
-    slope = np.polyfit(s[keep] * spacing, r[keep], 1)[0]
-    return float(np.clip(-slope, 0.0, MAX_TAPER))
+def cap_height(radii_mm: np.ndarray, spacing: float) -> float:
+    """How far (mm) beyond the last slice the LV closes, from its radius profile toward the apex.
 
-
-def cap_profile(rho0: float, slope: float) -> tuple[float, float, float]:
-    """A quarter ellipse (semi-axes a radial, c = a axial, centre delta behind the end)
-    that starts at radius ``rho0`` losing ``slope`` mm per mm. Returns (a, delta, height)."""
-    u = slope / np.sqrt(1 + slope * slope)
-    a = rho0 / np.sqrt(1 - u * u)
-    return a, u * a, a * (1 - u)
+    The LV's apical half is close to half an ellipsoid, so its squared radius is a quadratic
+    with a negative leading term in the distance along the axis: fitted over the apical half
+    of ``radii_mm`` (one per slice, base first), its root beyond the last slice is the apex.
+    Without such a fit (a cylinder, a cone) the cap is a hemisphere of the last radius; either
+    way at most ``MAX_ASPECT`` x that radius.
+    """
+    r = np.asarray(radii_mm, float)
+    s = np.flatnonzero(r > 0)
+    if len(s) == 0:
+        return spacing
+    end = r[s[-1]]
+    half = s[len(s) // 2:]
+    height = end
+    if len(half) >= 3:
+        t = half * spacing
+        gamma, beta, alpha = np.polyfit(t, r[half] ** 2, 2)
+        # An ellipse, and one that is closing at the end (not a cylinder's numerical noise).
+        closing = 2 * gamma * t[-1] + beta < -0.01 * end ** 2 / max(t[-1] - t[0], spacing)
+        if gamma < 0 and closing:
+            roots = np.roots([gamma, beta, alpha]).real
+            beyond = roots[roots > s[-1] * spacing] - s[-1] * spacing
+            if len(beyond):
+                height = float(beyond.min())
+    return float(np.clip(height, spacing, MAX_ASPECT * max(end, spacing)))
 
 
 def extrapolate(labels: np.ndarray, spacing: float, voxel_ml: float, *,
                 predicted: int | None = None) -> tuple[np.ndarray, ApexCap]:
     """``labels`` with a rounded apical cap appended beyond its last slice.
 
-    ``predicted``: how many leading slices are the segmentation's own (the taper is
+    ``predicted``: how many leading slices are the segmentation's own (the LV's profile is
     measured there, not on slices copied to fill a slab); default all.
     """
     predicted = len(labels) if predicted is None else predicted
+    lv_epi = [inscribed_radius(np.isin(s, (LV_POOL, LV_MYO)), spacing) for s in labels[:predicted]]
     end = labels[-1]
-    heart = end > 0
     inner = {k: ndimage.distance_transform_edt(m) * spacing
-             for k, m in (("heart", heart), ("lv", end == LV_POOL), ("rv", end == RV_POOL))}
+             for k, m in (("heart", end > 0), ("lv", end == LV_POOL), ("rv", end == RV_POOL))}
     rho = {k: float(d.max()) for k, d in inner.items()}
-    a, delta, height = cap_profile(rho["heart"], taper(labels, spacing, predicted))
-    wall = float(np.clip(rho["heart"] - rho["lv"], *APICAL_WALL_MM)) if rho["lv"] else APICAL_WALL_MM[0]
-    lv_height = max(height - wall, 0.0)
-    rv_height = lv_height * min(1.0, rho["rv"] / rho["lv"]) if rho["lv"] else max(height - wall, 0.0)
-    n = int(np.ceil(height / spacing))
-    cap = np.zeros((n, *end.shape), labels.dtype)
+    height = cap_height(np.asarray(lv_epi), spacing)
+    wall = float(np.clip(inscribed_radius(np.isin(end, (LV_POOL, LV_MYO)), spacing) - rho["lv"],
+                         *APICAL_WALL_MM)) if rho["lv"] else APICAL_WALL_MM[0]
+    lv_height = max(height - wall, spacing)
+    heights = {"heart": height, "lv": lv_height,
+               "rv": lv_height * min(1.0, rho["rv"] / rho["lv"]) if rho["lv"] else lv_height}
+    cap = np.zeros((int(np.ceil(height / spacing)), *end.shape), labels.dtype)
     side_rv = np.isin(end, (RV_POOL, RV_MYO))
-    for i in range(n):
+    for i in range(len(cap)):
         t = (i + 1) * spacing
-        radius = a * np.sqrt(max(0.0, 1 - ((t + delta) / a) ** 2))
-        shell = inner["heart"] > rho["heart"] - radius
+        shell = _shrunk(inner["heart"], rho["heart"], t, heights["heart"])
         if not shell.any():
             cap = cap[:i]
             break
         cap[i][shell] = np.where(side_rv[shell], RV_MYO, LV_MYO)
-        core = inner["heart"] > rho["heart"] - radius + wall
-        for key, value, h in (("lv", LV_POOL, lv_height), ("rv", RV_POOL, rv_height)):
-            if rho[key] and t < h:
-                pool = inner[key] > rho[key] * (1 - np.sqrt(1 - (t / h) ** 2))
-                cap[i][pool & core] = value
+        core = ndimage.distance_transform_edt(shell) * spacing > wall
+        for key, value in (("lv", LV_POOL), ("rv", RV_POOL)):
+            if rho[key]:
+                cap[i][_shrunk(inner[key], rho[key], t, heights[key]) & core] = value
     out = np.concatenate([labels, cap])
     pool = int(np.isin(cap, (LV_POOL, RV_POOL)).sum())
     myo = int(np.isin(cap, (LV_MYO, RV_MYO)).sum())
     return out, ApexCap("extrapolate", len(cap), len(cap) * spacing, myo * voxel_ml, pool * voxel_ml)
+
+
+def _shrunk(inner: np.ndarray, rho: float, t: float, height: float) -> np.ndarray:
+    """The section ``t`` mm into a cap of ``height``: the last section offset inward along a
+    quarter ellipse, so that it closes exactly at ``height``."""
+    if t >= height:
+        return np.zeros(inner.shape, bool)
+    return inner > rho * (1 - np.sqrt(1 - (t / height) ** 2))
