@@ -9,8 +9,9 @@ says where and how much, so a report can list every removal:
   away from it (or on a slice with no LV at all) is a neighbouring bright structure.
 - ``apical_growth``: from the initialisation slice toward the apex the ventricles taper.
   Each slice's heart (all labels) and RV pool must lie within one voxel of the previous
-  slice's, and may not be larger than it by more than ``GROWTH_PER_MM`` per mm; what
-  exceeds that, farthest from the previous slice first, is removed. This is what cuts a
+  slice's, and may not be larger than it by more than ``GROWTH_PER_MM`` per mm unless it
+  stays within the largest section basal of it; what exceeds that, farthest from the
+  previous slice first, is removed. This is what cuts a
   blob that grows from the apical RV into the liver or the stomach.
 - ``apical_fragments``: apical of the initialisation slice, tissue that hangs on to the
   heart only by strands thinner than ``FRAGMENT_MM`` (gone after a 3D opening) is removed:
@@ -99,30 +100,37 @@ def _rv_off_septum(labels: np.ndarray, spacing_mm: float) -> dict[str, np.ndarra
 
 
 def _apical_growth(labels: np.ndarray, spacing_mm: float, init_slice: int) -> dict[str, np.ndarray]:
-    """Remove (in place) what makes a section outgrow the previous one toward the apex."""
-    removed = {"heart": np.zeros(labels.shape, bool), "rv_pool": np.zeros(labels.shape, bool)}
-    cap = 1 + GROWTH_PER_MM * spacing_mm
-    for s in range(max(init_slice, 0) + 1, len(labels)):
-        for name, mask in (("heart", labels[s] > 0), ("rv_pool", labels[s] == RV_POOL)):
-            prev = labels[s - 1] > 0 if name == "heart" else labels[s - 1] == RV_POOL
-            if not mask.any():
-                continue
-            cut = _outgrowth(mask, prev, cap)
-            if cut.any():
-                labels[s][cut] = 0
-                removed[name][s] = cut
+    """Remove (in place) what makes a section outgrow the previous one toward the apex: more
+    than one pixel outside it, or larger than it by ``GROWTH_PER_MM`` per mm unless still no
+    larger than the structure's largest section basal of it (an end-systolic RV narrows and
+    widens again below the base; a blob in the liver outgrows the whole heart)."""
+    select = {"heart": lambda a: a > 0, "rv_pool": lambda a: a == RV_POOL}
+    removed = {name: np.zeros(labels.shape, bool) for name in select}
+    grow = 1 + GROWTH_PER_MM * spacing_mm
+    start = max(init_slice, 0)
+    largest = {name: int(max((f(labels[k]).sum() for k in range(start + 1)), default=0))
+               for name, f in select.items()}
+    for s in range(start + 1, len(labels)):
+        for name, f in select.items():
+            mask, prev = f(labels[s]), f(labels[s - 1])
+            if mask.any():
+                cut = _outgrowth(mask, prev, max(grow * prev.sum(), largest[name]))
+                if cut.any():
+                    labels[s][cut] = 0
+                    removed[name][s] = cut
+            largest[name] = max(largest[name], int(f(labels[s]).sum()))
     return removed
 
 
-def _outgrowth(mask: np.ndarray, prev: np.ndarray, cap: float) -> np.ndarray:
+def _outgrowth(mask: np.ndarray, prev: np.ndarray, limit: float) -> np.ndarray:
     """The pixels of ``mask`` beyond one pixel of ``prev``, then the farthest from ``prev``
-    until ``mask`` is at most ``cap`` x ``prev``'s area."""
+    until ``mask`` holds at most ``limit`` pixels."""
     if not prev.any():
         return mask.copy()
     dist = ndimage.distance_transform_edt(~prev)
     cut = mask & (dist > 1.5)
     keep = mask & ~cut
-    excess = int(keep.sum() - np.floor(cap * prev.sum()))
+    excess = int(keep.sum() - np.floor(limit))
     if excess > 0:
         outside = np.flatnonzero(keep & (dist > 0))
         order = outside[np.argsort(-dist.ravel()[outside], kind="stable")][:excess]
