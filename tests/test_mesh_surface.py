@@ -203,24 +203,6 @@ def test_gate_catches_holes_flips_handles_and_intersections():
     assert "volume" in q["failed"]
 
 
-def test_cap_truncated_end_closes_pools_cut_by_the_scan_and_leaves_complete_hearts():
-    from bvmesh.mesh.repair import cap_truncated_end
-
-    labels = np.zeros((6, 5, 5), np.uint8)
-    labels[:, 1:4, 1:4] = 2
-    labels[:, 2, 2] = 1  # LV pool running out of the last slice
-    labels[:, 2, 3] = 3
-    capped, n = cap_truncated_end(labels, axis=0, end=-1)
-    assert n == 4
-    assert capped[-2:, 2, 2].tolist() == [2, 2] and capped[-2:, 2, 3].tolist() == [4, 4]
-    assert (capped[:-2] == labels[:-2]).all()
-    assert (labels[-1, 2, 2] == 1)  # the input is not modified
-    closed = labels.copy()
-    closed[-1] = 2  # the heart ends inside the scan: nothing to cap
-    same, n = cap_truncated_end(closed, axis=0, end=-1)
-    assert n == 0 and (same == closed).all()
-
-
 def _brute_force_crossings(v, f):
     """The reference: every face pair, no broad phase, no shortcut. Faces sharing an
     edge cross when folded flat; otherwise an edge of one crosses the other triangle,

@@ -164,25 +164,3 @@ def repair_labels(labels: np.ndarray, allowed: np.ndarray,
     counts["cavities"] = int(closed.sum()) - counts["sealed_pools"]
     lab[closed] = LV_MYO
     return lab, counts
-
-
-def cap_truncated_end(labels: np.ndarray, axis: int, end: int, slices: int = 2) -> tuple[np.ndarray, int]:
-    """Close blood pools cut open by the end of the scan (the apex side), as a wall.
-
-    When the stack stops before the apex, the pools reach its last slice and the mesh
-    would be open (or gain handles) there. The pools on the last ``slices`` slices at
-    ``end`` (0 or -1) along ``axis`` become the myocardium of their own side, a thin
-    cap. Returns the labels and the number of voxels changed (0 when no pool reaches
-    the end, i.e. the scan covers the apex).
-    """
-    out = np.array(labels, copy=True)
-    index = [slice(None)] * out.ndim
-    index[axis] = slice(-slices, None) if end == -1 else slice(0, slices)
-    cap = out[tuple(index)]
-    last = np.take(out, -1 if end == -1 else 0, axis=axis)
-    if not np.isin(last, (LV_POOL, RV_POOL)).any():
-        return out, 0
-    changed = int(np.isin(cap, (LV_POOL, RV_POOL)).sum())
-    cap[cap == LV_POOL] = LV_MYO
-    cap[cap == RV_POOL] = RV_MYO
-    return out, changed
