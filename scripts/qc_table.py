@@ -61,7 +61,7 @@ def lv_myo_dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(2 * (p & g).sum() / max(p.sum() + g.sum(), 1))
 
 
-def run(data_dir: Path, weights: str, output: Path) -> None:
+def run(data_dir: Path, weights: str, output: Path, n_subjects: int | None = None) -> None:
     from bvmesh import io, segment
     from bvmesh.errors import BvmeshError
     from bvmesh.labels import parse_label_map, to_bvmesh
@@ -69,6 +69,7 @@ def run(data_dir: Path, weights: str, output: Path) -> None:
 
     model, _ = load_weights(weights)
     subjects = model.record.get("held_out_subjects") or sys.exit(f"{weights}: no held-out subjects")
+    subjects = subjects[:n_subjects]
     rng = np.random.default_rng(0)
     done = set()
     if output.exists():
@@ -116,12 +117,13 @@ def main() -> None:
     ap.add_argument("--weights")
     ap.add_argument("-o", "--output", type=Path)
     ap.add_argument("--table", type=Path)
+    ap.add_argument("--subjects", type=int, default=None, help="only the first N held-out subjects")
     args = ap.parse_args()
     if args.table:
         return table(args.table)
     if not (args.data and args.weights and args.output):
         sys.exit("give DATA, --weights and -o (or --table FILE)")
-    run(args.data, args.weights, args.output)
+    run(args.data, args.weights, args.output, args.subjects)
 
 
 if __name__ == "__main__":

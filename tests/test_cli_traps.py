@@ -163,3 +163,28 @@ def test_an_interrupted_cohort_keeps_what_it_finished_and_leaves_no_partial(make
         cohort.run(paths, out, one)
     assert list(summary(out / "summary.csv")) == ["a"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_an_roi_off_the_heart_gives_an_empty_map_that_fails_qc(make_case, tiny_weights, tmp_path):
+    case = make_case("heart")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["segment", str(case.path), "-o", str(out), "--weights",
+                                 str(tiny_weights), "--device", "cpu", "--roi", "9999,-5",
+                                 "--no-mesh"])
+    assert result.exit_code == 4, result.stderr  # it was exit 0 with all volumes 0.0
+    qc = json.loads((out / "heart" / "report.json").read_text())["qc"]
+    assert qc["verdict"] == "fail" and "heart_found" in qc["failed"]
+
+
+def test_sigterm_stops_a_cohort_like_ctrl_c():
+    import os
+    import signal
+
+    from bvmesh.cli.segment import _sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), _sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert signal.getsignal(signal.SIGTERM) == before
