@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,10 @@ def case_names(paths: list[Path]) -> list[str]:
     inputs share that (``case1/image.nii.gz``, ``case2/image.nii.gz``: the commonest cohort
     layout), the name of the folder it is in."""
     stems = [io.case_name(p) for p in paths]
-    names = [stem if stems.count(stem) == 1 else (Path(p).resolve().parent.name or stem)
+    shared = Counter(stems)  # counted once: a cohort can hold tens of thousands of inputs
+    names = [stem if shared[stem] == 1 else (Path(p).resolve().parent.name or stem)
              for p, stem in zip(paths, stems)]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, k in Counter(names).items() if k > 1)
     if dupes:
         raise InputError(f"several inputs share the case name(s) {dupes}, also by their folders; "
                          "their outputs would collide in one folder: run them into separate -o "

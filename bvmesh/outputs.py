@@ -21,7 +21,7 @@ from . import io, qc
 from .errors import OutputError
 from .mesh.remesh import DEFAULT_EDGE_MM, missing_note
 from .mesh.remesh import available as remesh_available
-from .pipeline import SegmentResult
+from .pipeline import SegmentResult, apex_sign
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def prepare_dir(out_dir: str | os.PathLike) -> Path:
 @dataclass(frozen=True)
 class MeshOptions:
     """How ``bvmesh segment`` meshes a case: the surface's edge length (mm; None keeps
-    marching cubes' density) and how an apex the scan cuts off is closed
+    marching cubes' density) and how an apex the labels leave open is closed
     (``extrapolate``: a rounded cap; ``flat``: a lid at the last slice)."""
 
     edge_mm: float | None = DEFAULT_EDGE_MM
@@ -58,7 +58,7 @@ def last_labelled(result: SegmentResult) -> tuple[float, bool]:
     slice holding labels, whether that slice is the scan's last)."""
     geo = result.report["slices"]
     axis, base, n = geo["slice_axis"], geo["base_slice"], geo["n_slices"]
-    sign = 1 if geo["apex_direction"].startswith("increasing") else -1
+    sign = apex_sign(geo)
     other = tuple(a for a in range(3) if a != axis)
     labelled = np.flatnonzero(result.labels.any(axis=other))
     below = labelled[(labelled - base) * sign >= 0]
@@ -149,7 +149,7 @@ def _write_mesh(result: SegmentResult, folder: Path, options: MeshOptions) -> di
 def _write_qc(result: SegmentResult, path: Path) -> None:
     geo = result.report["slices"]
     axis, base, n = geo["slice_axis"], geo["base_slice"], geo["n_slices"]
-    sign = 1 if geo["apex_direction"].startswith("increasing") else -1
+    sign = apex_sign(geo)
     end = n - 1 if sign > 0 else 0
     order = list(range(base, end + sign, sign))
     if 0 <= base - sign < n:

@@ -102,7 +102,7 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     lap("network")
     stack_labels = postprocess.clean(postprocess.threshold(probs, model.classes))
     if plausibility:
-        stack_labels, report["plausibility"] = _plausible(stack_labels, grid, geo, volume)
+        stack_labels, report["plausibility"] = _plausible(stack_labels, grid, geo)
     if "rv_myo" not in model.classes and rv_wall_mm > 0:
         stack_labels = postprocess.add_rv_wall(stack_labels, grid.spacing_mm, rv_wall_mm)
         report["warnings"].append(
@@ -150,20 +150,19 @@ def _probabilities_on_input(probs: np.ndarray, classes, grid: StackGrid, shape) 
     return out
 
 
-def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict,
-               volume: io.Volume) -> tuple[np.ndarray, list[dict]]:
+def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict) -> tuple[np.ndarray, list[dict]]:
     """bvmesh.plausibility's rules on the stack, each removal with the input slices it hit."""
     from .plausibility import enforce
 
-    step = grid.spacing_mm / volume.spacing[geo["report"]["slice_axis"]]
-    sign = 1 if geo["apex_sign"] > 0 else -1
+    axis = geo["report"]["slice_axis"]
     labels, removals = enforce(stack_labels, grid.spacing_mm, geo["init_stack"])
     if removals:
         labels = postprocess.clean(labels)  # a cut can leave a piece cut off
     listed = []
     for r in removals:
         item = r.as_dict()
-        item["input_slices"] = [int(round(geo["base_slice"] + sign * s * step))
+        # Stack slice s lies on input slice to_input[axis] . (s, r, c, 1), whatever r and c.
+        item["input_slices"] = [int(round(grid.to_input[axis, 0] * s + grid.to_input[axis, 3]))
                                 for s in item["stack_slices"]]
         listed.append(item)
         log.info("plausibility: removed %.2f ml of %s (%s) on input slices %s", r.ml, r.structure,
@@ -171,11 +170,16 @@ def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict,
     return labels, listed
 
 
+def apex_sign(slices: dict) -> int:
+    """+1 when the apex lies toward increasing slice index, from a report's ``slices`` block."""
+    return 1 if slices["apex_direction"].startswith("increasing") else -1
+
+
 def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict: bool) -> dict:
     from .checks import assess, measures
 
     geo = report["slices"]
-    sign = 1 if geo["apex_direction"].startswith("increasing") else -1
+    sign = apex_sign(geo)
     removed = sum(r["ml"] for r in report.get("plausibility", []))
     values = measures(labels, volume.spacing, geo["slice_axis"], geo["base_slice"], sign,
                       report["measurements"], removed)

@@ -45,7 +45,7 @@ RV_SEPTUM_GAP_MM = 5.0
 GROWTH_PER_MM = 0.05
 #: Radius (mm) of the 3D opening that tells a strand from the heart's body.
 FRAGMENT_MM = 2.5
-#: Pieces smaller than this (ml) are not listed one by one (they still count).
+#: Removals smaller than this (ml) are made but not listed (nor counted in the report).
 LIST_ML = 0.05
 
 

@@ -78,8 +78,8 @@ def segment_command(
     edge_mm: float = typer.Option(1.5, "--edge-mm", help="Remesh the surface to edges of about "
                                   "this length (mm; needs bvmesh[remesh]); 0 keeps marching "
                                   "cubes' density."),
-    apex: str = typer.Option("extrapolate", "--apex", help="When the scan ends with the "
-                             "ventricles open: extrapolate (a rounded cap) or flat (a lid)."),
+    apex: str = typer.Option("extrapolate", "--apex", help="When the labels end with a blood "
+                             "pool open: extrapolate (a rounded cap) or flat (a lid)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose "
                                        "report.json exists (resume a cohort)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
