@@ -3,7 +3,8 @@
 Stands in for the paper's synthetic motion sequences: random rotation (any angle),
 flips, scaling, shifts and smooth elastic warps; per-slice misalignment (breath-hold
 differences between slices); gamma, smooth bias field, contrast. The network's own
-noise layers add Gaussian and salt-and-pepper noise.
+noise layers add Gaussian and salt-and-pepper noise. ``appearance`` adds what differs
+between vendors and sites on top (resolution, blur, Rician noise, intensity windows).
 """
 
 from __future__ import annotations
@@ -65,6 +66,50 @@ def intensity(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     contrast = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
     out = images.clamp(0, 1) ** gamma * bias * contrast
     return out.clamp(0, 1.2)
+
+
+def appearance(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Scanner and site appearance, per sample (the same for a sample's slices).
+
+    Each effect is drawn with probability 1/2: a coarser in-plane resolution (the slices
+    are sampled at about 1 mm in training, and scanners acquire at 0.7 to 2.0 mm: area
+    downsampling by 1 to 2 and bilinear back), a Gaussian blur, Rician noise (magnitude
+    images: sigma up to 6 % of the range), a saturating window (int16 files exported with a
+    narrow window) and a stronger gamma curve.
+    """
+    n, size = images.shape[0], images.shape[-1]
+    u = torch.rand(n, 5, generator=gen)
+    out = []
+    for i in range(n):
+        x = images[i:i + 1]
+        if u[i, 0] < 0.5:
+            small = max(8, int(round(size / (1 + u[i, 0].item() * 2))))
+            x = F.interpolate(F.interpolate(x, size=(small, small), mode="area"),
+                              size=(size, size), mode="bilinear", align_corners=False)
+        if u[i, 1] < 0.5:
+            x = _blur(x, 0.5 + 2 * u[i, 1].item())
+        if u[i, 2] < 0.5:
+            sigma = 0.12 * u[i, 2].item()
+            noise = torch.randn(2, *x.shape, generator=gen) * sigma
+            x = torch.sqrt((x + noise[0]) ** 2 + noise[1] ** 2)
+        if u[i, 3] < 0.5:
+            x = (x / (0.6 + 0.8 * u[i, 3].item())).clamp(0, 1)
+        if u[i, 4] < 0.5:
+            x = x.clamp_min(0) ** (0.5 + 2 * u[i, 4].item())
+        out.append(x)
+    return torch.cat(out).clamp(0, 1.2)
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (1, L, H, W) slices, sigma in pixels."""
+    r = int(math.ceil(2.5 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    depth = x.shape[1]
+    y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(depth, 1, 1, -1),
+                 groups=depth)
+    return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(depth, 1, -1, 1),
+                    groups=depth)
 
 
 def degrade_mask(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

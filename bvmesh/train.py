@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     threads: int = 0  # 0: torch's default
+    augment: str = "standard"  # standard | vendor (adds augment.appearance)
     model: dict = field(default_factory=dict)
 
 
@@ -75,10 +76,14 @@ def held_out(cases: list[Case], cfg: TrainConfig) -> tuple[list[Case], list[Case
 class Sampler:
     """Draws augmented training batches from prepared cases."""
 
-    def __init__(self, data: list[Prepared], seed: int) -> None:
-        self.data = data
+    def __init__(self, data: list[Prepared], seed: int, vendor: bool = False) -> None:
+        self.data, self.vendor = data, vendor
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
+
+    def _look(self, images: torch.Tensor) -> torch.Tensor:
+        out = augment.intensity(images, self.gen)
+        return augment.appearance(out, self.gen) if self.vendor else out
 
     def _pick(self) -> Prepared:
         return self.data[self.rng.integers(len(self.data))]
@@ -92,7 +97,7 @@ class Sampler:
             imgs.append(p.image[s:s + 1])
             labs.append(p.onehot[:, s:s + 1].transpose(1, 0, 2, 3))
         img, lab = self._warp(imgs, labs, misalign=0.0)
-        return augment.intensity(img, self.gen), lab[:, 0]
+        return self._look(img), lab[:, 0]
 
     def prop_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         imgs, labs = [], []
@@ -110,7 +115,7 @@ class Sampler:
             labs.append(p.onehot[:, idx].transpose(1, 0, 2, 3))
         img, lab = self._warp(imgs, labs, misalign=1.5)
         mask = augment.degrade_mask(lab[:, 0], self.gen)
-        return augment.intensity(img, self.gen), mask, lab[:, 1:]
+        return self._look(img), mask, lab[:, 1:]
 
     def locator_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         imgs, masks = [], []
@@ -124,7 +129,7 @@ class Sampler:
         lab = torch.stack([1 - m, m], 1)[:, None]
         img, lab = augment.warp(img, lab, self.gen, out=128, scale=(0.8, 1.25), shift_px=10,
                                 elastic=0.0)
-        return augment.intensity(img, self.gen), (lab[:, 0] > 0.5).float()
+        return self._look(img), (lab[:, 0] > 0.5).float()
 
     def _warp(self, imgs: list, labs: list, misalign: float):
         img = torch.from_numpy(np.stack(imgs).astype(np.float32))
@@ -160,7 +165,7 @@ class Trainer:
             self.nets["prop"] = self.model.prop
         params = [p for net in self.nets.values() for p in net.parameters()]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-        self.sampler = Sampler(data, cfg.seed)
+        self.sampler = Sampler(data, cfg.seed, vendor=cfg.augment == "vendor")
         self.loss_fn = LOSSES[cfg.loss]
         self.iteration = 0
 

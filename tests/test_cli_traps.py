@@ -97,6 +97,7 @@ def test_a_base_slices_csv_naming_no_input_is_an_error(make_case, tiny_weights, 
     ["train", "data", "-o", "run", "--network", "big"],
     ["train", "data", "-o", "run", "--loss", "l2"],
     ["train", "data", "-o", "run", "--fold", "two"],
+    ["train", "data", "-o", "run", "--augment", "heavy"],
     ["evaluate", "--cases", "data", "--device", "gpu0"],
 ])
 def test_bad_usage_exits_2(args, tmp_path, monkeypatch):

@@ -94,3 +94,23 @@ def test_resume_refuses_a_different_recipe(acdc_like, tmp_path):
     with pytest.raises(BvmeshError, match="different configuration"):
         run(acdc_like, tmp_path / "c", _config(loss="paper"), device=torch.device("cpu"), resume=True)
 
+
+
+def test_vendor_appearance_keeps_shape_and_range_and_changes_the_look():
+    from bvmesh import augment
+
+    images = torch.rand(6, 5, 64, 64)
+    a = augment.appearance(images, torch.Generator().manual_seed(1))
+    b = augment.appearance(images, torch.Generator().manual_seed(1))
+    assert a.shape == images.shape and torch.equal(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.2
+    changed = [(a[i] - images[i]).abs().mean().item() > 1e-3 for i in range(6)]
+    assert any(changed)
+    # The blur keeps a flat image flat (normalised kernel, replicated edges).
+    blurred = augment._blur(torch.ones(1, 3, 16, 16), 1.5)
+    torch.testing.assert_close(blurred, torch.ones(1, 3, 16, 16))
+
+
+def test_vendor_augmentation_is_recorded_in_the_weights(acdc_like, tmp_path):
+    path = run(acdc_like, tmp_path / "v", _config(augment="vendor"), device=torch.device("cpu"))
+    assert load_model(path).record["train_config"]["augment"] == "vendor"

@@ -36,6 +36,8 @@ def train_command(
     batch_size: int = typer.Option(None, "--batch-size", help="Samples per network per iteration."),
     loss: str = typer.Option(None, "--loss", help="paper (the paper's stabilised class-balanced "
                              "cross entropy) or dice-ce."),
+    augment: str = typer.Option(None, "--augment", help="standard (default) or vendor: adds "
+                                "resolution, blur, noise and window changes seen across scanners."),
     device: str = typer.Option("auto", "--device", callback=device_option,
                                help="auto, cpu, cuda[:N] or mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT."),
@@ -59,13 +61,15 @@ def train_command(
             raise InputError(f"{config}: unknown keys {sorted(set(values) - known)}; "
                              f"known: {sorted(known)}")
         given = {"labels": labels, "folds": folds, "network": network, "iterations": iterations,
-                 "batch_size": batch_size, "loss": loss}
+                 "batch_size": batch_size, "loss": loss, "augment": augment}
         values.update({k: v for k, v in given.items() if v is not None})
         cfg = TrainConfig(**values)
         if cfg.network not in ("init", "prop", "both"):
             raise typer.BadParameter(f"--network {cfg.network!r}: use init, prop or both")
         if cfg.loss not in ("paper", "dice-ce"):
             raise typer.BadParameter(f"--loss {cfg.loss!r}: use paper or dice-ce")
+        if cfg.augment not in ("standard", "vendor"):
+            raise typer.BadParameter(f"--augment {cfg.augment!r}: use standard or vendor")
         if fold in (None, "all"):
             todo = list(range(cfg.folds)) if fold == "all" else [cfg.fold]
         elif fold == "none":
