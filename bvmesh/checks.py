@@ -125,22 +125,27 @@ def _rv_beside(slices: np.ndarray, pixel_mm: float, reach_mm: float = 5.0) -> fl
     return beside / with_rv if with_rv else None
 
 
-def assess(values: dict[str, float | None], *, mesh_passed: bool | None = None,
-           strict: bool = False) -> dict:
-    """The report's ``qc`` block: each check's value, ranges, verdict; the overall verdict
-    and the names of the checks that warned or failed. ``strict``: a warning fails."""
-    checks = {}
-    for name, rng in RANGES.items():
-        value = values.get(name)
-        checks[name] = {"value": None if value is None else round(float(value), 3),
-                        "warn_range": list(rng.warn), "fail_range": list(rng.fail),
-                        "verdict": _verdict(value, rng), "source": rng.source}
-    if not values.get("lv_pool_ml") and not values.get("lv_mass_g"):
-        checks["heart_found"] = {"value": False, "verdict": "fail",
-                                 "source": "no LV was segmented at all"}
-    if mesh_passed is not None:
-        checks["mesh_gate"] = {"value": mesh_passed, "verdict": "pass" if mesh_passed else "fail",
-                               "source": "bvmesh.mesh.quality (exit 3 on its own)"}
+#: Checks of a cine beyond its ED and ES frames' own.
+CINE_RANGES: dict[str, Range] = {
+    # LV EF: normal 55-70 %; ACDC's dilated and infarcted hearts go down to about 10 %.
+    "lv_ef_pct": Range((15, 80), (3, 95), "LV ejection fraction, normal to severe failure (ACDC)"),
+    "rv_ef_pct": Range((15, 80), (3, 95), "RV ejection fraction, normal to severe failure"),
+    # Myocardium is nearly incompressible: its volume changes by a few % over the cycle, so
+    # a large change is a frame whose segmentation took or lost tissue.
+    "myocardium_change": Range((0, 0.2), (0, 0.4),
+                               "(max - min) / median myocardial volume over the frames"),
+}
+
+
+def _checks(values: dict[str, float | None], ranges: dict[str, Range]) -> dict[str, dict]:
+    return {name: {"value": None if values.get(name) is None else round(float(values[name]), 3),
+                   "warn_range": list(rng.warn), "fail_range": list(rng.fail),
+                   "verdict": _verdict(values.get(name), rng), "source": rng.source}
+            for name, rng in ranges.items()}
+
+
+def _summary(checks: dict[str, dict], strict: bool) -> dict:
+    """The qc block of ``checks``: the worst verdict and the names that warned or failed."""
     if strict:
         for c in checks.values():
             c["verdict"] = "fail" if c["verdict"] == "warn" else c["verdict"]
@@ -150,7 +155,35 @@ def assess(values: dict[str, float | None], *, mesh_passed: bool | None = None,
             "warned": [k for k, c in checks.items() if c["verdict"] == "warn"], "checks": checks}
 
 
+def assess(values: dict[str, float | None], *, mesh_passed: bool | None = None,
+           strict: bool = False) -> dict:
+    """The report's ``qc`` block: each check's value, ranges, verdict; the overall verdict
+    and the names of the checks that warned or failed. ``strict``: a warning fails."""
+    checks = _checks(values, RANGES)
+    if not values.get("lv_pool_ml") and not values.get("lv_mass_g"):
+        checks["heart_found"] = {"value": False, "verdict": "fail",
+                                 "source": "no LV was segmented at all"}
+    qc = _summary(checks, strict)
+    return qc if mesh_passed is None else with_mesh(qc, mesh_passed)
+
+
 def with_mesh(qc: dict, mesh_passed: bool) -> dict:
-    """``qc`` assessed again with the mesh gate's outcome."""
-    values = {k: c["value"] for k, c in qc["checks"].items() if k in RANGES}
-    return assess(values, mesh_passed=mesh_passed, strict=qc["strict"])
+    """``qc`` with the mesh gate's outcome as one more check."""
+    checks = {**qc["checks"], "mesh_gate": {
+        "value": mesh_passed, "verdict": "pass" if mesh_passed else "fail",
+        "source": "bvmesh.mesh.quality (exit 3 on its own)"}}
+    return _summary(checks, qc["strict"])
+
+
+def assess_cine(frames: dict[str, dict], function: dict, myocardium_ml: list[float], *,
+                strict: bool = False) -> dict:
+    """A cine's ``qc`` block: its own checks (:data:`CINE_RANGES`) and every check of the
+    named frames' blocks (``{"ED": qc, "ES": qc}``), named ``ED:lv_wall_mm`` and so on."""
+    myo = np.asarray(myocardium_ml, float)
+    change = float((myo.max() - myo.min()) / np.median(myo)) if np.median(myo) > 0 else None
+    values = {"lv_ef_pct": function.get("lv_ef_pct"), "rv_ef_pct": function.get("rv_ef_pct"),
+              "myocardium_change": change}
+    checks = _checks(values, CINE_RANGES)
+    for name, qc in frames.items():
+        checks.update({f"{name}:{k}": dict(c) for k, c in qc["checks"].items()})
+    return _summary(checks, strict)

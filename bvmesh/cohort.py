@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import io
+from .cine import CineResult
 from .errors import BvmeshError, InputError, Interrupted, LabelMapInput
-from .outputs import REPORT, MeshOptions, prepare_dir, write_case
+from .outputs import REPORT, MeshOptions, prepare_dir, write_case, write_cine_case
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 STALE_PARTIAL_S = 600.0
 
 SUMMARY_FIELDS = ("case", "status", "qc", "qc_checks", "input", "base_slice", "lv_pool_ml",
-                  "lv_myo_ml", "rv_pool_ml", "rv_myo_ml", "lv_mass_g", "mesh_passed", "seconds",
-                  "message")
+                  "lv_myo_ml", "rv_pool_ml", "rv_myo_ml", "lv_mass_g", "ed_frame", "es_frame",
+                  "lv_ef_pct", "rv_ef_pct", "mesh_passed", "seconds", "message")
 VOLUME_FIELDS = ("lv_pool_ml", "lv_myo_ml", "rv_pool_ml", "rv_myo_ml", "lv_mass_g")
 
 
@@ -49,10 +50,14 @@ class CaseOutcome:
         m = r.get("measurements", {})
         mesh = r.get("mesh", {}).get("quality", {})
         qc = r.get("qc", {})
+        cine, function = r.get("cine", {}), r.get("function", {})
         return {"case": self.case, "status": self.status, "qc": qc.get("verdict", ""),
                 "qc_checks": " ".join(qc.get("failed", []) + qc.get("warned", [])),
                 "input": self.input, "base_slice": r.get("slices", {}).get("base_slice", ""),
                 **{k: m.get(k, "") for k in VOLUME_FIELDS},
+                "ed_frame": cine.get("ed", {}).get("frame", ""),
+                "es_frame": cine.get("es", {}).get("frame", ""),
+                **{k: function.get(k, "") for k in ("lv_ef_pct", "rv_ef_pct")},
                 "mesh_passed": mesh.get("passed", ""), "seconds": round(self.seconds, 2),
                 "message": self.message}
 
@@ -131,7 +136,8 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
         skip_existing: bool = False, probabilities: bool = False,
         mesh: MeshOptions | None = MeshOptions(),
         on_case: Callable[[CaseOutcome], None] | None = None) -> list[CaseOutcome]:
-    """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult.
+    """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult
+    (or a CineResult, written as a cine's folder).
 
     summary.csv lists every case, except for a run of one input that failed: that is bad
     input, reported by the caller, and leaves nothing behind (not even the output folder,
@@ -194,7 +200,10 @@ def _run_cases(paths, out, segment_one, outcomes, *, base_slices, base_slice, sk
 def _one_case(path, case, out, segment_one, base, t0, *, alone, probabilities, mesh) -> CaseOutcome:
     try:
         result = segment_one(path, base_slice=base)
-        write_case(result, out, case, probabilities=probabilities, mesh=mesh)
+        if isinstance(result, CineResult):
+            write_cine_case(result, out, case, mesh=mesh)
+        else:
+            write_case(result, out, case, probabilities=probabilities, mesh=mesh)
     except LabelMapInput as exc:  # in a cohort, a label map beside its image is no failure
         return CaseOutcome(case, str(path), "failed" if alone else "skipped", str(exc), None,
                            time.perf_counter() - t0)

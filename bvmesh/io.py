@@ -84,24 +84,129 @@ def label_map_values(data: np.ndarray) -> list[int] | None:
 def load(path: str | os.PathLike, *, frame: int | None = None) -> Volume:
     """Read a NIfTI, MetaImage, NRRD file or a DICOM series folder as a 3D :class:`Volume`.
 
-    A 4D file yields one frame (``frame``, default 0, noted in ``Volume.notes``).
+    A 4D file (or a multi-phase DICOM series) yields one frame (``frame``, default 0,
+    noted in ``Volume.notes``); :func:`load_cine` reads every frame.
     Raises :class:`InputError` for anything that is not a usable 3D image.
     """
     path = Path(path)
+    data, affine, header, notes, times = _read(path)
+    data, chosen, notes = _pick_frame(path, data, frame, notes)
+    _validate(path, data)
+    header = _frame_header(header, chosen)
+    return Volume(np.ascontiguousarray(data, np.float32), affine, str(path), header,
+                  tuple(notes), chosen)
+
+
+@dataclass(frozen=True)
+class Cine:
+    """A 4D cine: frames (i, j, k, t) on one 3D grid, its header and trigger times."""
+
+    data: np.ndarray  # float32 (i, j, k, t)
+    affine: np.ndarray
+    source: str
+    header: object | None = field(default=None, repr=False, compare=False)  # the 4D header
+    notes: tuple[str, ...] = ()
+    times_ms: tuple[float, ...] | None = None  # trigger time of each frame, when known
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.data.shape[3])
+
+    def frame(self, t: int) -> Volume:
+        """Frame ``t`` as a 3D volume on the cine's grid."""
+        return Volume(np.ascontiguousarray(self.data[..., t]), self.affine, self.source,
+                      _frame_header(self.header, t), self.notes, t)
+
+    def reference(self) -> Volume:
+        """A volume whose header is the 4D one, for writing 4D outputs with :func:`save_like`."""
+        return Volume(self.data[..., 0], self.affine, self.source, self.header, self.notes)
+
+
+def load_cine(path: str | os.PathLike) -> Cine:
+    """Read a 4D NIfTI (or MetaImage, NRRD) or a multi-phase DICOM series folder.
+
+    Raises :class:`InputError` when the file is not 4D or has fewer than 2 frames.
+    """
+    path = Path(path)
+    data, affine, header, notes, times = _read(path)
+    data = np.squeeze(data, axis=tuple(range(4, data.ndim))) if data.ndim > 4 else data
+    if data.ndim != 4 or data.shape[3] < 2:
+        raise InputError(f"{path}: is not a cine (shape {data.shape}); a cine is 4D with at "
+                         "least 2 frames")
+    _validate(path, data[..., 0])
+    if times is None and header is not None:
+        times = _nifti_times(header, data.shape[3])
+    notes = [*notes, f"cine with {data.shape[3]} frames"
+             + (f", trigger times {times[0]:g} to {times[-1]:g} ms" if times else
+                ", trigger times unknown")]
+    return Cine(np.ascontiguousarray(data, np.float32), affine, str(path), header, tuple(notes),
+                times)
+
+
+def frame_count(path: str | os.PathLike) -> int:
+    """Frames in an image file or DICOM folder (1 for a 3D image), read from headers only."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        try:
+            shape = nib.load(str(path)).shape
+        except Exception as exc:
+            raise InputError(f"{path}: cannot read as NIfTI ({exc}); is the file complete?") from exc
+        return int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    if path.is_dir():
+        phases = _dicom_phases(path)
+        return len(phases) if phases else 1
+    if name.endswith(ITK_SUFFIXES) and path.exists():
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except Exception:
+            return 1  # load() gives the clear error
+        size = reader.GetSize()
+        return int(size[3]) if len(size) > 3 else 1
+    return 1
+
+
+def _read(path: Path):
+    """(data 3D or 4D, affine, header, notes, trigger times ms or None) of any input."""
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
-        data, affine, header, notes = _read_nifti(path)
-    elif path.is_dir() or name.endswith(ITK_SUFFIXES + (".dcm",)):
-        data, affine, header, notes = _read_itk(path)
-    else:
-        raise InputError(f"{path}: unknown image format; use .nii/.nii.gz, .mha/.mhd, "
-                         ".nrrd or a DICOM series folder")
-    data, chosen, notes = _pick_frame(path, data, frame, notes)
-    _validate(path, data)
-    return Volume(np.ascontiguousarray(data, np.float32), affine, str(path), header,
-                  tuple(notes), chosen)
+        return (*_read_nifti(path), None)
+    if path.is_dir():
+        phases = _dicom_phases(path)
+        if phases:
+            return _read_dicom_cine(path, phases)
+    if path.is_dir() or name.endswith(ITK_SUFFIXES + (".dcm",)):
+        return (*_read_itk(path), None)
+    raise InputError(f"{path}: unknown image format; use .nii/.nii.gz, .mha/.mhd, "
+                     ".nrrd or a DICOM series folder")
+
+
+def _frame_header(header, t: int | None):
+    """A 3D header for one frame of a 4D NIfTI header (None stays None)."""
+    if header is None or t is None:
+        return header
+    out = header.copy()
+    out.set_data_shape(tuple(out.get_data_shape()[:3]))
+    return out
+
+
+def _nifti_times(header, n: int) -> tuple[float, ...] | None:
+    """Frame times from pixdim[4] when the header says its time unit (else unknown)."""
+    unit = header.get_xyzt_units()[1]
+    scale = {"sec": 1000.0, "msec": 1.0, "usec": 0.001}.get(unit)
+    step = float(header["pixdim"][4])
+    if scale is None or step <= 0:
+        return None
+    start = float(header["toffset"]) * scale
+    return tuple(round(start + t * step * scale, 3) for t in range(n))
 
 
 def _read_nifti(path: Path):
@@ -147,17 +252,24 @@ def nifti_affine(header) -> tuple[np.ndarray, list[str]]:
     return affine, notes
 
 
-def _read_itk(path: Path):
+def _read_itk(path: Path, files: list[str] | None = None):
     import SimpleITK as sitk
 
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
-            files = reader.GetGDCMSeriesFileNames(str(path))
+            files = files or reader.GetGDCMSeriesFileNames(str(path))
             if not files:
                 raise InputError(f"{path}: folder holds no DICOM series")
             reader.SetFileNames(files)
-            image = reader.Execute()
+            # ITK prints a warning to stderr for slice gaps of a micrometre (rounded
+            # positions in real series); the geometry is taken from the files either way.
+            shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)
+            try:
+                image = reader.Execute()
+            finally:
+                sitk.ProcessObject.SetGlobalWarningDisplay(shown)
         else:
             image = sitk.ReadImage(str(path))
     except InputError:
@@ -179,6 +291,83 @@ def _read_itk(path: Path):
     lps[:3, 3] = origin
     notes = [f"geometry: ITK image (LPS) converted to RAS, spacing {np.round(spacing, 4).tolist()} mm"]
     return data, LPS_TO_RAS @ lps, None, notes
+
+
+#: DICOM tags (ITK's names) that split a multi-phase series into frames.
+TRIGGER_TIME, INSTANCE_NUMBER = "0018|1060", "0020|0013"
+IMAGE_POSITION, IMAGE_ORIENTATION = "0020|0032", "0020|0037"
+
+
+def _dicom_phases(folder: Path) -> list[list[str]] | None:
+    """The files of each phase of a multi-phase DICOM series, or None for a plain series.
+
+    A cine series holds every slice position once per phase: grouped by position, each
+    position's files ordered by trigger time (then instance number) give the phases.
+    """
+    import SimpleITK as sitk
+
+    try:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))
+    except Exception:
+        return None
+    if len(files) < 4:
+        return None
+    reader, by_position, normal = sitk.ImageFileReader(), {}, None
+    for f in files:
+        reader.SetFileName(f)
+        try:
+            reader.ReadImageInformation()
+        except Exception:
+            return None
+        tag = lambda k: reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else ""  # noqa: E731
+        if not tag(IMAGE_POSITION) or not tag(IMAGE_ORIENTATION):
+            return None
+        position = tuple(round(float(v), 2) for v in tag(IMAGE_POSITION).split("\\"))
+        if normal is None:
+            row_col = np.array([float(v) for v in tag(IMAGE_ORIENTATION).split("\\")])
+            normal = np.cross(row_col[:3], row_col[3:])
+        key = (_number(tag(TRIGGER_TIME)), _number(tag(INSTANCE_NUMBER)))
+        by_position.setdefault(position, []).append((key, f))
+    counts = {len(v) for v in by_position.values()}
+    if len(by_position) < 2 or counts == {1}:
+        return None
+    if len(counts) != 1:
+        raise InputError(f"{folder}: a multi-phase DICOM series whose slice positions hold "
+                         f"different numbers of phases ({sorted(counts)}); export whole phases")
+    # Positions in order along the slice normal, as GDCM orders a plain series.
+    positions = sorted(by_position, key=lambda p: float(np.dot(p, normal)))
+    ordered = [sorted(by_position[p]) for p in positions]
+    return [[row[t][1] for row in ordered] for t in range(counts.pop())]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _read_dicom_cine(folder: Path, phases: list[list[str]]):
+    """Each phase read as its own 3D series, stacked along t; trigger times per phase."""
+    import SimpleITK as sitk
+
+    frames, times, affine, notes = [], [], None, []
+    reader = sitk.ImageFileReader()
+    for files in phases:
+        data, frame_affine, _, notes = _read_itk(folder, files)
+        if affine is not None and not np.allclose(frame_affine, affine, atol=1e-3):
+            raise InputError(f"{folder}: the phases of the DICOM cine lie on different grids")
+        frames.append(data)
+        affine = frame_affine
+        reader.SetFileName(files[0])
+        reader.ReadImageInformation()
+        times.append(_number(reader.GetMetaData(TRIGGER_TIME)) if
+                     reader.HasMetaDataKey(TRIGGER_TIME) else float("nan"))
+    known = all(np.isfinite(times))
+    notes = [*notes, f"multi-phase DICOM series: {len(phases)} phases of {len(phases[0])} slices, "
+             f"split by {'trigger time' if known else 'instance number'}"]
+    return (np.stack(frames, axis=3), affine, None, notes,
+            tuple(round(t, 3) for t in times) if known else None)
 
 
 def _pick_frame(path: Path, data: np.ndarray, frame: int | None, notes: list[str]):

@@ -40,7 +40,8 @@ class SegmentResult:
         return np.isin(self.labels, MYOCARDIUM).astype(np.uint8)
 
 
-def _timer():
+def timer():
+    """(times, lap): ``lap(name)`` records the seconds since the previous lap."""
     times: dict[str, float] = {}
     last = [time.perf_counter()]
 
@@ -50,6 +51,22 @@ def _timer():
         last[0] = now
 
     return times, lap
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The choices of one segmentation, shared by :func:`segment` and
+    :func:`bvmesh.cine.segment_cine` (see :func:`segment` for each)."""
+
+    base_slice: int | None = None
+    slice_axis: int | None = None
+    roi: tuple[float, float] | None = None
+    propagation: bool = True
+    fusion: bool = True
+    rv_wall_mm: float = 3.0
+    plausibility: bool = True
+    qc_strict: bool = False
+    probabilities: bool = False
 
 
 def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = None,
@@ -71,28 +88,19 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     ``weights`` (registry name, path or URL; None = bundled default) is loaded on ``device``.
     ``plausibility``: remove what no heart has (bvmesh.plausibility), listed in the report.
     ``qc_strict``: a quality-control warning counts as a failure (bvmesh.checks).
+    ``frame``: the frame of a 4D input (default 0); :func:`bvmesh.cine.segment_cine`
+    segments them all.
     """
-    times, lap = _timer()
+    opts = SegmentOptions(base_slice, slice_axis, roi, propagation, fusion, rv_wall_mm,
+                          plausibility, qc_strict, probabilities)
+    times, lap = timer()
     volume = _read(source, frame)
     lap("read")
-    if model is None:
-        model, weights_info = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
-    else:
-        weights_info = model.source
+    model, weights_info = model_and_info(model, weights, device, cache_dir, offline)
     lap("load_model")
-    report: dict = {"bvmesh_version": __version__, "input": volume.source,
-                    "shape": list(volume.shape), "frame": volume.frame,
-                    "geometry": {"notes": list(volume.notes),
-                                 "affine": np.round(volume.affine, 6).tolist(),
-                                 "spacing_mm": np.round(volume.spacing, 6).tolist()},
-                    "weights": weights_info, "device": str(next(model.init.parameters()).device),
-                    "propagation": propagation, "fusion": fusion and propagation, "warnings": []}
-    axis, geo = _slice_geometry(volume, model, slice_axis, base_slice, roi)
+    axis, geo = slice_geometry(volume, model, opts)
     lap("locate")
-    grid = geometry.stack_grid(volume.affine, volume.shape, slice_axis=axis,
-                               base_slice=geo["base_slice"], apex_sign=geo["apex_sign"],
-                               center=geo["roi_center"], size=model.config["size"],
-                               spacing_mm=model.config["spacing_mm"])
+    grid = stack_grid(volume, model, axis, geo)
     stack = preprocess.make_stack(volume.data, grid)
     lap("preprocess")
     from .propagate import segment_stack
@@ -100,22 +108,55 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     probs = segment_stack(model, stack.image, geo["init_stack"], propagation=propagation,
                           fusion=fusion)
     lap("network")
+    result = finish(volume, probs, grid, geo, model, opts, report_head(volume, weights_info, model, opts))
+    lap("postprocess")
+    result.report["timings_s"] = times
+    return result
+
+
+def model_and_info(model, weights, device: str, cache_dir, offline):
+    """The given model and its provenance, or the weights ``weights`` loaded on ``device``."""
+    if model is None:
+        return load_weights(weights, device, cache_dir=cache_dir, offline=offline)
+    return model, model.source
+
+
+def report_head(volume: io.Volume, weights_info: dict, model, opts: SegmentOptions) -> dict:
+    """The report's opening fields: what was read and with what it was segmented."""
+    return {"bvmesh_version": __version__, "input": volume.source, "shape": list(volume.shape),
+            "frame": volume.frame,
+            "geometry": {"notes": list(volume.notes), "affine": np.round(volume.affine, 6).tolist(),
+                         "spacing_mm": np.round(volume.spacing, 6).tolist()},
+            "weights": weights_info, "device": str(next(model.init.parameters()).device),
+            "propagation": opts.propagation, "fusion": opts.fusion and opts.propagation,
+            "warnings": []}
+
+
+def stack_grid(volume: io.Volume, model, axis: int, geo: dict) -> StackGrid:
+    """The isotropic ROI grid of the model, from the base toward the apex."""
+    return geometry.stack_grid(volume.affine, volume.shape, slice_axis=axis,
+                               base_slice=geo["base_slice"], apex_sign=geo["apex_sign"],
+                               center=geo["roi_center"], size=model.config["size"],
+                               spacing_mm=model.config["spacing_mm"])
+
+
+def finish(volume: io.Volume, probs: np.ndarray, grid: StackGrid, geo: dict, model,
+           opts: SegmentOptions, report: dict) -> SegmentResult:
+    """From the stack's probabilities to labels on the input grid, measured and checked."""
     stack_labels = postprocess.clean(postprocess.threshold(probs, model.classes))
-    if plausibility:
+    if opts.plausibility:
         stack_labels, report["plausibility"] = _plausible(stack_labels, grid, geo)
-    if "rv_myo" not in model.classes and rv_wall_mm > 0:
-        stack_labels = postprocess.add_rv_wall(stack_labels, grid.spacing_mm, rv_wall_mm)
+    if "rv_myo" not in model.classes and opts.rv_wall_mm > 0:
+        stack_labels = postprocess.add_rv_wall(stack_labels, grid.spacing_mm, opts.rv_wall_mm)
         report["warnings"].append(
-            f"the RV free wall is geometric: a {rv_wall_mm:g} mm shell around the RV blood pool "
-            "(the model has no RV-myocardium class)")
+            f"the RV free wall is geometric: a {opts.rv_wall_mm:g} mm shell around the RV blood "
+            "pool (the model has no RV-myocardium class)")
     labels = _labels_on_input(stack_labels, grid, volume.shape)
     prob_out = _probabilities_on_input(probs, model.classes, grid, volume.shape) \
-        if probabilities else None
-    lap("postprocess")
+        if opts.probabilities else None
     report["slices"] = geo["report"]
     report["measurements"] = measurements(labels, volume.affine)
-    report["qc"] = _quality_control(labels, volume, report, qc_strict)
-    report["timings_s"] = times
+    report["qc"] = _quality_control(labels, volume, report, opts.qc_strict)
     if not np.isin(labels, MYOCARDIUM).any():
         report["warnings"].append("no myocardium was found; check the ROI and base slice in qc.png")
     return SegmentResult(volume, labels, stack_labels, grid, report, prob_out)
@@ -200,23 +241,27 @@ def load_weights(spec, device: str = "auto", *, cache_dir=None, offline=None):
     return model, info
 
 
-def _slice_geometry(volume: io.Volume, model, slice_axis, base_slice, roi) -> tuple[int, dict]:
-    """Slice axis, heart ROI, base, apex direction and initialisation slice, with reasons."""
-    from .propagate import locate
+def slice_geometry(volume: io.Volume, model, opts: SegmentOptions,
+                   frames: np.ndarray | None = None) -> tuple[int, dict]:
+    """Slice axis, heart ROI, base, apex direction and initialisation slice, with reasons.
 
-    axis, axis_why = _slice_axis(volume, slice_axis)
+    ``frames`` (i, j, k, t): the heart is located on each frame of a cine and its centre
+    and per-slice areas taken as their medians over the frames, so that one ROI and one
+    base serve the whole cycle.
+    """
+    base_slice, roi = opts.base_slice, opts.roi
+    axis, axis_why = _slice_axis(volume, opts.slice_axis)
     n = volume.shape[axis]
     if base_slice is not None and not 0 <= base_slice < n:
         raise GeometryError(f"{volume.source}: --base-slice {base_slice} is outside the "
                             f"{n} slices (0..{n - 1}) along axis {axis}")
     lgrid = preprocess.locator_grid(volume.affine, volume.shape, axis)
-    heart = preprocess.heart_from_mask(locate(model, preprocess.locator_input(volume.data, lgrid))
-                                       > 0.5, lgrid)
-    areas = heart.areas_mm2
+    centre, areas = _locate_heart(model, lgrid, volume.data[..., None] if frames is None else frames)
     if roi is not None:
         centre, roi_why = tuple(float(c) for c in roi), "given by --roi"
-    elif np.isfinite(heart.center[0]):
-        centre, roi_why = heart.center, "heart located automatically (locator network)"
+    elif np.isfinite(centre[0]):
+        roi_why = "heart located automatically (locator network)" + \
+            ("" if frames is None else f", median over {frames.shape[3]} frames")
     else:
         raise GeometryError(f"{volume.source}: no heart found by the locator; pass --roi I,J "
                             "(heart centre in voxels) and --base-slice")
@@ -234,6 +279,23 @@ def _slice_geometry(volume: io.Volume, model, slice_axis, base_slice, roi) -> tu
                   "heart_area_mm2_per_slice": [round(float(a)) for a in areas]}
     return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
                   "init_stack": init_stack, "report": report_geo}
+
+
+def _locate_heart(model, lgrid: StackGrid, frames: np.ndarray) -> tuple[tuple[float, float], np.ndarray]:
+    """Heart centre (voxels, in-plane) and area per slice (mm²): medians over ``frames``."""
+    from .propagate import locate
+
+    centres, areas = [], []
+    for t in range(frames.shape[3]):
+        mask = locate(model, preprocess.locator_input(frames[..., t], lgrid)) > 0.5
+        heart = preprocess.heart_from_mask(mask, lgrid)
+        centres.append(heart.center)
+        areas.append(heart.areas_mm2)
+    found = np.array([np.isfinite(c[0]) for c in centres])
+    if not found.any():
+        return (float("nan"), float("nan")), np.zeros_like(areas[0])
+    centre = np.median(np.array(centres)[found], axis=0)
+    return (float(centre[0]), float(centre[1])), np.median(np.array(areas), axis=0)
 
 
 def _slice_axis(volume: io.Volume, slice_axis: int | None) -> tuple[int, str]:

@@ -37,28 +37,43 @@ def propagate(model: Model, image: np.ndarray, init_index: int,
     of the initialisation network, (K+1, S, H, W)), each propagated mask is averaged with
     the anchor before it is passed on, so errors cannot accumulate from step to step.
     """
-    depth = image.shape[0]
+    return propagate_stacks(model, image[None], init_index,
+                            None if anchor is None else anchor[None])[0]
+
+
+@torch.inference_mode()
+def propagate_stacks(model: Model, images: np.ndarray, init_index: int,
+                     anchors: np.ndarray | None = None) -> np.ndarray:
+    """:func:`propagate` for F stacks on one grid at once, (F, S, H, W) -> (F, K+1, S, H, W).
+
+    The frames of a cine share the initialisation slice; every step runs both directions
+    of every stack as one batch.
+    """
+    n_stacks, depth = images.shape[:2]
     device = next(model.prop.parameters()).device
     k = len(model.classes) + 1
-    probs = np.zeros((k, *image.shape), np.float32)
-    probs[:, init_index] = (init_slices(model, image, [init_index])[0] if anchor is None
-                            else anchor[:, init_index])
-    fronts = {-1: init_index, 1: init_index}  # direction -> last predicted slice
+    probs = np.zeros((n_stacks, k, *images.shape[1:]), np.float32)
+    probs[:, :, init_index] = (init_slices(model, images[:, init_index], list(range(n_stacks)))
+                               if anchors is None else anchors[:, :, init_index])
+    front = {-1: init_index, 1: init_index}  # direction -> last predicted slice (all stacks)
     while True:
-        active = [d for d, z in fronts.items() if 0 <= z + d < depth]
+        active = [d for d, z in front.items() if 0 <= z + d < depth]
         if not active:
             return probs
-        slices = np.stack([image[np.clip(fronts[d] + d * np.arange(5), 0, depth - 1)] for d in active])
-        masks = np.stack([probs[:, fronts[d]] for d in active])
+        rows = [(f, d) for f in range(n_stacks) for d in active]
+        slices = np.stack([images[f, np.clip(front[d] + d * np.arange(5), 0, depth - 1)]
+                           for f, d in rows])
+        masks = np.stack([probs[f, :, front[d]] for f, d in rows])
         out = torch.softmax(model.prop(_tensor(slices, device), _tensor(masks, device))[-1], 2)
         out = out.cpu().numpy()
-        for row, d in enumerate(active):
+        for row, (f, d) in enumerate(rows):
             for step in range(4):
-                z = fronts[d] + d * (step + 1)
+                z = front[d] + d * (step + 1)
                 if 0 <= z < depth:
-                    probs[:, z] = out[row, step] if anchor is None else \
-                        0.5 * (out[row, step] + anchor[:, z])
-            fronts[d] = int(np.clip(fronts[d] + 4 * d, -1, depth))
+                    probs[f, :, z] = out[row, step] if anchors is None else \
+                        0.5 * (out[row, step] + anchors[f, :, z])
+        for d in active:
+            front[d] = int(np.clip(front[d] + 4 * d, -1, depth))
 
 
 def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
@@ -69,12 +84,22 @@ def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
     slice independently); ``fusion=True`` propagates with every mask anchored to the
     initialisation network's own reading of that slice (see :func:`propagate`).
     """
+    return segment_stacks(model, image[None], init_index, propagation=propagation,
+                          fusion=fusion)[0]
+
+
+def segment_stacks(model: Model, images: np.ndarray, init_index: int, *,
+                   propagation: bool = True, fusion: bool = False) -> np.ndarray:
+    """:func:`segment_stack` for F stacks on one grid, (F, S, H, W) -> (F, K+1, S, H, W)."""
     if not propagation or fusion:
-        per_slice = init_slices(model, image, list(range(image.shape[0]))).transpose(1, 0, 2, 3)
+        n_stacks, depth = images.shape[:2]
+        flat = init_slices(model, images.reshape(-1, *images.shape[2:]),
+                           list(range(n_stacks * depth)))
+        per_slice = flat.reshape(n_stacks, depth, *flat.shape[1:]).transpose(0, 2, 1, 3, 4)
         if not propagation:
             return per_slice
-        return propagate(model, image, init_index, anchor=per_slice)
-    return propagate(model, image, init_index)
+        return propagate_stacks(model, images, init_index, anchors=per_slice)
+    return propagate_stacks(model, images, init_index)
 
 
 @torch.inference_mode()

@@ -59,3 +59,37 @@ def montage(image: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, s
     path = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
     return path
+
+
+#: Curve colours of volumes.png, the same as the contours of each structure.
+CURVE_COLOURS = {"lv_pool_ml": COLOURS[1], "lv_myo_ml": COLOURS[2], "rv_pool_ml": COLOURS[3],
+                 "rv_myo_ml": COLOURS[4]}
+
+
+def volume_curves(volumes: dict[str, list[float]], path: str | os.PathLike, *, ed: int, es: int,
+                  times_ms: tuple[float, ...] | None = None, title: str = "") -> Path:
+    """Write a PNG of each structure's volume over the frames, ED and ES marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(next(iter(volumes.values())))
+    x = np.asarray(times_ms if times_ms else range(n), float)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    for key, values in volumes.items():
+        name = NAMES[list(CURVE_COLOURS).index(key) + 1]
+        ax.plot(x, values, "o-", ms=3, color=CURVE_COLOURS[key], label=name)
+    for t, phase in ((ed, "ED"), (es, "ES")):
+        ax.axvline(x[t], color="0.3", lw=0.8, ls="--")
+        ax.annotate(f"{phase} (frame {t})", (x[t], 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=8)
+    ax.set_xlabel("trigger time (ms)" if times_ms else "frame")
+    ax.set_ylabel("volume (ml)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, ncol=4, loc="lower center")
+    if title:
+        ax.set_title(title, fontsize=9)
+    path = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
+    plt.close(fig)
+    return path

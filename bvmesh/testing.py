@@ -60,12 +60,25 @@ def _inside(points: np.ndarray, ellipsoid, grow: float = 0.0) -> np.ndarray:
     return np.einsum("...i,...i->...", q, q) < 1.0
 
 
-def heart_labels(p: np.ndarray, rv_wall_mm: float) -> np.ndarray:
-    """Labels at heart-frame points ``p`` (..., 3) in mm."""
+def _contracted(ellipsoid, scale: float):
+    """The ellipsoid with its short-axis semi-axes scaled (a contracting cavity)."""
+    centre, (a, b, c) = ellipsoid
+    return centre, (a * scale, b * scale, c)
+
+
+def heart_labels(p: np.ndarray, rv_wall_mm: float, pool_scale: float = 1.0) -> np.ndarray:
+    """Labels at heart-frame points ``p`` (..., 3) in mm; ``pool_scale`` < 1 contracts
+    the cavities in the short axis (the LV fully, the RV by half as much), as in systole.
+    The LV epicardium follows so that the wall's section keeps its area (myocardium is
+    nearly incompressible): it thickens as the cavity shrinks."""
     below = p[..., 2] <= 0.0
-    lv_endo, lv_epi = _inside(p, LV_ENDO), _inside(p, LV_EPI)
-    rv_in = _inside(p, RV_ENDO) & ~lv_epi
-    rv_out = _inside(p, RV_ENDO, rv_wall_mm) & ~lv_epi & ~rv_in
+    ratio = LV_ENDO[1][0] / LV_EPI[1][0]
+    epi_scale = float(np.sqrt(1 - ratio ** 2 * (1 - pool_scale ** 2)))
+    lv_endo = _inside(p, _contracted(LV_ENDO, pool_scale))
+    lv_epi = _inside(p, _contracted(LV_EPI, epi_scale))
+    rv_endo = _contracted(RV_ENDO, 1 - (1 - pool_scale) / 2)
+    rv_in = _inside(p, rv_endo) & ~lv_epi
+    rv_out = _inside(p, rv_endo, rv_wall_mm) & ~lv_epi & ~rv_in
     out = np.zeros(p.shape[:-1], np.uint8)
     out[rv_out & below] = 4
     out[lv_epi & below] = 2
@@ -122,7 +135,7 @@ def make_phantom(spacing: tuple[float, float, float] = (1.25, 1.25, 1.25), *,
                  slice_axis: int = 2, oblique: tuple[float, float, float] = (20.0, -15.0, 30.0),
                  det_sign: int = 1, rv_wall_mm: float = 3.5, base_at_start: bool = False,
                  origin: tuple[float, float, float] = (-12.0, 35.0, 80.0),
-                 margin_mm: float = 6.0, truth: bool = True) -> Phantom:
+                 margin_mm: float = 6.0, truth: bool = True, pool_scale: float = 1.0) -> Phantom:
     """A biventricular phantom sampled on an oblique grid.
 
     ``spacing``: voxel size (mm) along each voxel axis; a thick stack has its large
@@ -130,6 +143,8 @@ def make_phantom(spacing: tuple[float, float, float] = (1.25, 1.25, 1.25), *,
     ``oblique``: Euler angles (degrees) of the grid directions in world.
     ``det_sign``: -1 mirrors one in-plane voxel axis (a left-handed index frame).
     ``base_at_start``: put the base at slice index 0 rather than at the last slice.
+    ``pool_scale``: contract the cavities (see :func:`heart_labels`; the truth surface is
+    the relaxed heart's).
     """
     spacing = np.asarray(spacing, float)
     # Heart-frame axes as voxel axes: the long axis (z) runs along slice_axis.
@@ -174,7 +189,7 @@ def make_phantom(spacing: tuple[float, float, float] = (1.25, 1.25, 1.25), *,
     affine = heart_to_world @ to_heart
     idx = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1)
     p = idx @ to_heart[:3, :3].T + to_heart[:3, 3]
-    labels = heart_labels(p, rv_wall_mm)
+    labels = heart_labels(p, rv_wall_mm, pool_scale)
     if truth:
         pts, tags = _truth_surface(rv_wall_mm)
         pts = pts @ rot.T + np.asarray(origin)
@@ -182,3 +197,16 @@ def make_phantom(spacing: tuple[float, float, float] = (1.25, 1.25, 1.25), *,
         pts, tags = np.zeros((0, 3)), np.zeros(0, int)
     return Phantom(labels, affine, pts, tags, np.asarray(origin, float), rot[:, 2].copy(),
                    slice_axis, rv_wall_mm)
+
+
+def beating_phantom(n_frames: int = 10, es_frame: int = 4, min_scale: float = 0.7,
+                    **kwargs) -> list[Phantom]:
+    """Phantoms of one heartbeat: frame 0 end-diastole (relaxed), the cavities contracting
+    smoothly to ``min_scale`` at ``es_frame`` and relaxing back (``make_phantom``'s keywords
+    for the grid; every frame shares it)."""
+    phases = np.arange(n_frames)
+    # A cosine down to ES and back up: ED at 0, ES at es_frame, no other extreme.
+    up = np.where(phases <= es_frame, phases / es_frame,
+                  1 + (phases - es_frame) / (n_frames - es_frame))
+    scale = 1 - (1 - min_scale) * (1 - np.cos(np.pi * up)) / 2
+    return [make_phantom(pool_scale=float(s), truth=False, **kwargs) for s in scale]

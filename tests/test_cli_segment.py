@@ -199,17 +199,17 @@ def test_single_case_outputs_and_probabilities(make_case, tiny_weights, tmp_path
     assert leftovers(tmp_path) == []
 
 
-def test_4d_input_uses_frame_0_and_says_so(make_case, tiny_weights, tmp_path):
+def test_4d_input_with_frame_segments_that_frame_and_says_so(make_case, tiny_weights, tmp_path):
     case = make_case()
     cine = tmp_path / "cine.nii.gz"
     save_nifti(np.stack([case.image, case.image[::-1]], axis=-1), case.affine, cine)
     out = tmp_path / "out"
-    result = invoke([cine, "-o", out, "--base-slice", case.base_slice, "--no-mesh"], tiny_weights,
-                    case.roi)
+    result = invoke([cine, "-o", out, "--base-slice", case.base_slice, "--no-mesh", "--frame", 0],
+                    tiny_weights, case.roi)
     assert result.exit_code == 4, result.stderr  # written; random weights fail QC
     report = json.loads((out / "cine" / "report.json").read_text())
     assert report["frame"] == 0
-    assert any("2 frames" in n and "frame 0" in n for n in report["geometry"]["notes"])
+    assert any("2 frames" in n and "used frame 0" in n for n in report["geometry"]["notes"])
     assert nib.load(str(out / "cine" / "labels.nii.gz")).shape == case.image.shape
 
 

@@ -37,33 +37,43 @@ def integer_volume(shape=(20, 24, 6), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 1000, shape).astype(np.float32)
 
 
-def write_dicom_series(data: np.ndarray, affine: np.ndarray, folder) -> None:
-    """One DICOM file per slice with ImagePositionPatient / ImageOrientationPatient (LPS).
+def write_dicom_series(data: np.ndarray, affine: np.ndarray, folder, times_ms=None) -> None:
+    """One DICOM file per slice with ImagePositionPatient / ImageOrientationPatient (LPS);
+    4D ``data`` (i, j, k, t) becomes one multi-phase series, each file with its phase's
+    trigger time (``times_ms``), as cine scanners write them.
 
     ITK's DICOM writer switches the process locale to "C" (ASCII); it is restored so
     that later tests run with the locale they started with.
     """
     saved = locale.setlocale(locale.LC_ALL)
     try:
-        _write_dicom_slices(data, affine, folder)
+        folder.mkdir()
+        frames = data[..., None] if data.ndim == 3 else data
+        times = times_ms if times_ms is not None else [0.0] * frames.shape[3]
+        for t in range(frames.shape[3]):
+            _write_dicom_slices(frames[..., t], affine, folder, t, frames.shape[3], times[t])
     finally:
         locale.setlocale(locale.LC_ALL, saved)
 
 
-def _write_dicom_slices(data: np.ndarray, affine: np.ndarray, folder) -> None:
-    folder.mkdir()
+def _write_dicom_slices(data: np.ndarray, affine: np.ndarray, folder, phase: int, phases: int,
+                        time_ms: float) -> None:
     volume = sitk.Cast(sitk_image(data, affine), sitk.sitkInt16)
     d = volume.GetDirection()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    for k in range(volume.GetDepth()):
+    depth = volume.GetDepth()
+    for k in range(depth):
         plane = volume[:, :, k]
+        # Instances numbered phase by phase within a slice position, as GE numbers a cine.
+        instance = k * phases + phase + 1
         tags = {
             "0008|0060": "MR",
             "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
             "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
-            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k + 1}",
-            "0020|0013": str(k + 1),
+            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{instance}",
+            "0020|0013": str(instance),
+            "0018|1060": f"{time_ms:g}",
             "0020|0032": "\\".join(f"{v:.6f}" for v in volume.TransformIndexToPhysicalPoint((0, 0, k))),
             "0020|0037": "\\".join(f"{v:.8f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
             "0028|0030": "\\".join(f"{v:.6f}" for v in volume.GetSpacing()[:2]),
@@ -71,8 +81,8 @@ def _write_dicom_slices(data: np.ndarray, affine: np.ndarray, folder) -> None:
         }
         for key, value in tags.items():
             plane.SetMetaData(key, value)
-        # Written in shuffled order: the reader must sort by position, not by file name.
-        writer.SetFileName(str(folder / f"im{(k * 7) % volume.GetDepth():03d}.dcm"))
+        # Written in shuffled order: the reader must sort by position and time, not by name.
+        writer.SetFileName(str(folder / f"im{(instance * 7) % (depth * phases):04d}.dcm"))
         writer.Execute(plane)
 
 

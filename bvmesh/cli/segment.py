@@ -26,7 +26,10 @@ def _roi(value: str | None) -> tuple[float, float] | None:
     return i, j
 
 
-def _mesh_options(mesh: bool, edge_mm: float, apex: str):
+MESH_FRAMES = ("ed-es", "all")
+
+
+def _mesh_options(mesh: bool, edge_mm: float, apex: str, frames: str = "ed-es"):
     from ..mesh.apex import APEX_MODES
     from ..outputs import MeshOptions
 
@@ -34,7 +37,19 @@ def _mesh_options(mesh: bool, edge_mm: float, apex: str):
         raise typer.BadParameter(f"--apex {apex!r}: use {' or '.join(APEX_MODES)}")
     if edge_mm < 0:
         raise typer.BadParameter(f"--edge-mm {edge_mm:g}: give a length in mm, or 0 for none")
-    return MeshOptions(edge_mm=edge_mm or None, apex=apex) if mesh else None
+    if frames not in MESH_FRAMES:
+        raise typer.BadParameter(f"--mesh-frames {frames!r}: use {' or '.join(MESH_FRAMES)}")
+    return MeshOptions(edge_mm=edge_mm or None, apex=apex, frames=frames) if mesh else None
+
+
+def _cine_options(ed, es, height_cm, weight_kg, temporal) -> dict:
+    for name, value in (("--height-cm", height_cm), ("--weight-kg", weight_kg)):
+        if value is not None and value <= 0:
+            raise typer.BadParameter(f"{name} {value:g}: give a positive number")
+    if (height_cm is None) != (weight_kg is None):
+        raise typer.BadParameter("--height-cm and --weight-kg go together (body surface area)")
+    return {"ed": ed, "es": es, "height_cm": height_cm, "weight_kg": weight_kg,
+            "temporal": temporal}
 
 
 def segment_command(
@@ -47,7 +62,20 @@ def segment_command(
     base_slices: Path = typer.Option(None, "--base-slices", help="CSV 'case,base_slice' for cohorts."),
     slice_axis: int = typer.Option(None, "--slice-axis", min=0, max=2, help="Voxel axis through the slices "
                                    "(0, 1, 2). Default: the one with the largest spacing."),
-    frame: int = typer.Option(None, "--frame", help="Frame of a 4D (cine) input. Default: 0."),
+    frame: int = typer.Option(None, "--frame", help="Segment this frame (0-based) of a 4D "
+                              "(cine) input alone. Default: every frame, as a cine."),
+    ed: int = typer.Option(None, "--ed", help="End-diastolic frame of a cine (0-based). "
+                           "Default: the largest LV blood pool."),
+    es: int = typer.Option(None, "--es", help="End-systolic frame of a cine (0-based). "
+                           "Default: the smallest LV blood pool."),
+    height_cm: float = typer.Option(None, "--height-cm", help="Body height: a cine's function "
+                                    "figures are also given per m² of body surface area."),
+    weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight (with --height-cm)."),
+    temporal: bool = typer.Option(True, "--temporal/--no-temporal", help="Fuse each cine "
+                                  "frame's probabilities with its neighbours' (default), or "
+                                  "segment the frames independently."),
+    mesh_frames: str = typer.Option("ed-es", "--mesh-frames", help="Cine frames to mesh: ed-es "
+                                    "(mesh_ED, mesh_ES) or all (also mesh_fNN.vtp per frame)."),
     roi: str = typer.Option(None, "--roi", help="Heart centre 'I,J' in voxels along the in-plane "
                             "axes. Default: found by the locator network."),
     weights: str = typer.Option(None, "--weights", help="Registry name, file path or URL. "
@@ -95,20 +123,22 @@ def segment_command(
                            propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
                            plausibility=plausibility, qc_strict=qc_strict,
                            save_probabilities=save_probabilities,
-                           mesh=_mesh_options(mesh, edge_mm, apex), skip_existing=skip_existing,
-                           as_json=as_json, example=example)
+                           mesh=_mesh_options(mesh, edge_mm, apex, mesh_frames),
+                           skip_existing=skip_existing, as_json=as_json, example=example,
+                           cine=_cine_options(ed, es, height_cm, weight_kg, temporal))
     raise typer.Exit(code)
 
 
 def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, slice_axis, frame, roi,
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
                 mesh, skip_existing, as_json, example, fusion: bool = True,
-                plausibility: bool = True, qc_strict: bool = False) -> int:
+                plausibility: bool = True, qc_strict: bool = False, cine: dict | None = None) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import cohort
+    from .. import cohort, io
+    from ..cine import segment_cine
     from ..errors import InputError
     from ..pipeline import load_weights, segment
 
@@ -125,10 +155,13 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
     model, _ = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
 
     def one(path, base_slice):
-        return segment(path, base_slice=base_slice, slice_axis=slice_axis, frame=frame, roi=roi,
-                       model=model, propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
-                       plausibility=plausibility, qc_strict=qc_strict,
-                       probabilities=save_probabilities)
+        options = {"base_slice": base_slice, "slice_axis": slice_axis, "roi": roi,
+                   "propagation": propagation, "fusion": fusion, "rv_wall_mm": rv_wall_mm,
+                   "plausibility": plausibility, "qc_strict": qc_strict,
+                   "probabilities": save_probabilities}
+        if frame is None and io.frame_count(path) > 1:
+            return segment_cine(path, model=model, **(cine or {}), **options)
+        return segment(path, frame=frame, model=model, **options)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -195,6 +228,8 @@ def _print_summary(outcomes, output: Path, as_json: bool) -> None:
     table = Table(title=f"bvmesh segment -> {output}/ (summary.csv)")
     shown = ("case", "status", "qc", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
              "lv_mass_g", "mesh_passed", "seconds")
+    if any(r["lv_ef_pct"] != "" for r in rows):  # a cine: its ED volumes and the EFs
+        shown = (*shown[:8], "ed_frame", "es_frame", "lv_ef_pct", "rv_ef_pct", *shown[8:])
     for name in shown:
         table.add_column(name, justify="left" if name in ("case", "status") else "right",
                          overflow="fold")  # a narrow terminal wraps a number, never cuts it
