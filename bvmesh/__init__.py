@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "segment", "load_model", "BvmeshError"]
+__all__ = ["__version__", "segment", "segment_cine", "load_model", "BvmeshError"]
 
 from .errors import BvmeshError
 
@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from .pipeline import segment
 
         return segment
+    if name == "segment_cine":
+        from .cine import segment_cine
+
+        return segment_cine
     if name == "load_model":
         from .model import load_model
 

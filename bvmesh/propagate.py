@@ -43,12 +43,16 @@ def propagate(model: Model, image: np.ndarray, init_index: int,
 
 @torch.inference_mode()
 def propagate_stacks(model: Model, images: np.ndarray, init_index: int,
-                     anchors: np.ndarray | None = None) -> np.ndarray:
+                     anchors: np.ndarray | None = None,
+                     anchored: np.ndarray | None = None) -> np.ndarray:
     """:func:`propagate` for F stacks on one grid at once, (F, S, H, W) -> (F, K+1, S, H, W).
 
     The frames of a cine share the initialisation slice; every step runs both directions
-    of every stack as one batch.
+    of every stack as one batch. ``anchored`` (bool per slice): the slices ``anchors``
+    holds (None: all).
     """
+    if anchors is not None and anchored is None:
+        anchored = np.ones(images.shape[1], bool)
     n_stacks, depth = images.shape[:2]
     device = next(model.prop.parameters()).device
     k = len(model.classes) + 1
@@ -70,7 +74,7 @@ def propagate_stacks(model: Model, images: np.ndarray, init_index: int,
             for step in range(4):
                 z = front[d] + d * (step + 1)
                 if 0 <= z < depth:
-                    probs[f, :, z] = out[row, step] if anchors is None else \
+                    probs[f, :, z] = out[row, step] if anchors is None or not anchored[z] else \
                         0.5 * (out[row, step] + anchors[f, :, z])
         for d in active:
             front[d] = int(np.clip(front[d] + 4 * d, -1, depth))
@@ -81,8 +85,9 @@ def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
     """Probabilities for every stack slice.
 
     ``propagation=False`` is the paper's ablation (the initialisation network on every
-    slice independently); ``fusion=True`` propagates with every mask anchored to the
-    initialisation network's own reading of that slice (see :func:`propagate`).
+    slice independently); ``fusion=True`` propagates with every mask a step passes on
+    anchored to the initialisation network's own reading of that slice (see
+    :func:`propagate` and :data:`ANCHOR_FRONTS_ONLY`).
     """
     return segment_stacks(model, image[None], init_index, propagation=propagation,
                           fusion=fusion)[0]
@@ -91,15 +96,42 @@ def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
 def segment_stacks(model: Model, images: np.ndarray, init_index: int, *,
                    propagation: bool = True, fusion: bool = False) -> np.ndarray:
     """:func:`segment_stack` for F stacks on one grid, (F, S, H, W) -> (F, K+1, S, H, W)."""
-    if not propagation or fusion:
-        n_stacks, depth = images.shape[:2]
-        flat = init_slices(model, images.reshape(-1, *images.shape[2:]),
-                           list(range(n_stacks * depth)))
-        per_slice = flat.reshape(n_stacks, depth, *flat.shape[1:]).transpose(0, 2, 1, 3, 4)
-        if not propagation:
-            return per_slice
-        return propagate_stacks(model, images, init_index, anchors=per_slice)
-    return propagate_stacks(model, images, init_index)
+    n_stacks, depth = images.shape[:2]
+    if not propagation:
+        return _init_on(model, images, list(range(depth)))
+    if not fusion:
+        return propagate_stacks(model, images, init_index)
+    fronts = front_slices(depth, init_index) if ANCHOR_FRONTS_ONLY else list(range(depth))
+    anchored = np.zeros(depth, bool)
+    anchored[fronts] = True
+    anchors = np.zeros((n_stacks, len(model.classes) + 1, *images.shape[1:]), np.float32)
+    anchors[:, :, fronts] = _init_on(model, images, fronts)
+    return propagate_stacks(model, images, init_index, anchors=anchors, anchored=anchored)
+
+
+#: Fusion anchors only the slices a propagation step passes on (every 4th): they are what
+#: keeps errors from accumulating, and the initialisation network on every slice was
+#: most of the network time.
+ANCHOR_FRONTS_ONLY = True
+
+
+def front_slices(depth: int, init_index: int) -> list[int]:
+    """The initialisation slice and every slice a step passes on to the next, both ways."""
+    out = {init_index}
+    for d in (-1, 1):
+        z = init_index
+        while 0 <= z + d < depth and 0 <= z + 4 * d < depth:
+            z += 4 * d
+            out.add(z)
+    return sorted(out)
+
+
+def _init_on(model: Model, images: np.ndarray, indices: list[int]) -> np.ndarray:
+    """The initialisation network on slices ``indices`` of every stack, (F, K+1, len, H, W)."""
+    n_stacks = images.shape[0]
+    flat = init_slices(model, images[:, indices].reshape(-1, *images.shape[2:]),
+                       list(range(n_stacks * len(indices))))
+    return flat.reshape(n_stacks, len(indices), *flat.shape[1:]).transpose(0, 2, 1, 3, 4)
 
 
 @torch.inference_mode()

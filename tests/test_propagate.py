@@ -63,3 +63,32 @@ def test_no_propagation_is_the_initialisation_network_on_every_slice():
     np.testing.assert_allclose(probs, init_slices(model, image, list(range(5))).transpose(1, 0, 2, 3),
                                atol=1e-6)
     assert model.prop.calls == 0
+
+
+def test_fusion_anchors_the_slices_passed_on_and_leaves_the_rest_propagated():
+    from bvmesh.propagate import front_slices
+
+    assert front_slices(13, 6) == [2, 6, 10]
+    assert front_slices(9, 0) == [0, 4, 8]
+    model = _model([0.1, 0.2, 0.3, 0.4])
+    image = np.random.default_rng(3).random((13, 128, 128), dtype=np.float32)
+    per_slice = init_slices(model, image, list(range(13))).transpose(1, 0, 2, 3)
+    probs = segment_stack(model, image, 6, fusion=True)
+    constant = np.array([0.1, 0.2, 0.3, 0.4])[:, None, None]
+    for z in (2, 10):  # passed on: averaged with the slice's own reading
+        np.testing.assert_allclose(probs[:, z], 0.5 * (constant + per_slice[:, z]), atol=1e-5)
+    for z in (0, 3, 5, 7, 9, 12):  # not passed on: the propagation network's output
+        np.testing.assert_allclose(probs[:, z].mean((1, 2)), constant[:, 0, 0], atol=1e-5)
+
+
+def test_frames_batched_give_each_frame_its_own_result():
+    from bvmesh.propagate import segment_stacks
+
+    torch.manual_seed(0)
+    model = build_model(TINY_CONFIG).eval()
+    rng = np.random.default_rng(4)
+    stacks = rng.random((3, 11, 128, 128), dtype=np.float32)
+    batched = segment_stacks(model, stacks, 5, fusion=True)
+    for f in range(3):
+        np.testing.assert_allclose(batched[f], segment_stack(model, stacks[f], 5, fusion=True),
+                                   atol=1e-5)
