@@ -9,6 +9,7 @@ import csv
 import glob
 import logging
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -131,18 +132,84 @@ def read_base_slices(path: str | os.PathLike) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Share ``index`` (0-based) of ``count`` of a cohort: a SLURM array's task."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"``, 0 <= I < N (SLURM: ``--array=0-<N-1>``)."""
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise InputError(f"--shard {text!r}: give I/N, e.g. 0/10") from None
+        if n < 1 or not 0 <= i < n:
+            raise InputError(f"--shard {text}: I must be in 0..N-1 (SLURM: --array=0-{max(n, 1) - 1})")
+        return cls(i, n)
+
+    @property
+    def summary_name(self) -> str:
+        return f"summary.shard-{self.index}-of-{self.count}.csv"
+
+    def select(self, paths: list[Path]) -> list[Path]:
+        """This shard's inputs: every count-th case in the order of their names, so the split
+        is the same whatever the order of the arguments and every case is in one shard."""
+        names = case_names(paths)
+        order = sorted(range(len(paths)), key=lambda i: names[i])
+        mine = set(order[self.index::self.count])
+        return [p for i, p in enumerate(paths) if i in mine]
+
+
+SHARD_SUMMARY = re.compile(r"summary\.shard-(\d+)-of-(\d+)\.csv$")
+
+
+def merge_summaries(out_dir: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """One summary of a cohort run in shards: every shard's rows (a case run again in a
+    later shard file replaces its earlier row), written to ``out_dir/summary.csv``.
+    Returns (rows, missing shards as "I/N")."""
+    out = Path(out_dir)
+    files = sorted(out.glob("summary.shard-*-of-*.csv"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise InputError(f"{out}: holds no summary.shard-I-of-N.csv; run bvmesh segment "
+                         "with --shard I/N into it first")
+    rows: dict[str, dict] = {}
+    seen: dict[int, set[int]] = {}
+    for f in files:
+        i, n = (int(v) for v in SHARD_SUMMARY.search(f.name).groups())
+        seen.setdefault(n, set()).add(i)
+        with f.open(newline="", encoding="utf-8") as fh:
+            rows.update({r["case"]: r for r in csv.DictReader(fh)})
+    missing = [f"{i}/{n}" for n, got in seen.items() for i in range(n) if i not in got]
+    merged = [rows[k] for k in sorted(rows)]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(merged)
+
+    io.atomic_write(out / "summary.csv", write)
+    return merged, missing
+
+
 def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[..., object], *,
         base_slices: dict[str, int] | None = None, base_slice: int | None = None,
         skip_existing: bool = False, probabilities: bool = False,
         mesh: MeshOptions | None = MeshOptions(),
-        on_case: Callable[[CaseOutcome], None] | None = None) -> list[CaseOutcome]:
+        on_case: Callable[[CaseOutcome], None] | None = None,
+        summary_name: str = "summary.csv", alone: bool | None = None) -> list[CaseOutcome]:
     """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult
     (or a CineResult, written as a cine's folder).
 
-    summary.csv lists every case, except for a run of one input that failed: that is bad
-    input, reported by the caller, and leaves nothing behind (not even the output folder,
-    when this run created it).
+    summary.csv (``summary_name``) lists every case, except for a run of one input that
+    failed: that is bad input, reported by the caller, and leaves nothing behind (not even
+    the output folder, when this run created it). ``alone=False``: a run of one input is
+    still a cohort (a shard of one case).
     """
+    alone = len(paths) == 1 if alone is None else alone
     created = not Path(out_dir).exists()
     out = prepare_dir(out_dir)
     remove_stale_partials(out)
@@ -150,20 +217,20 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
     try:
         _run_cases(paths, out, segment_one, outcomes, base_slices=base_slices,
                    base_slice=base_slice, skip_existing=skip_existing, probabilities=probabilities,
-                   mesh=mesh, on_case=on_case)
+                   mesh=mesh, on_case=on_case, alone=alone)
     except KeyboardInterrupt:
         # write_case's own clean-up has removed the case in progress; keep what is finished.
         if outcomes:
-            write_summary(outcomes, out / "summary.csv")
+            write_summary(outcomes, out / summary_name)
         raise Interrupted(f"interrupted after {len(outcomes)} of {len(paths)} case(s); "
-                          f"{out / 'summary.csv'} lists the finished ones; run again with "
+                          f"{out / summary_name} lists the finished ones; run again with "
                           "--skip-existing to go on") from None
-    if len(outcomes) == 1 and outcomes[0].status == "failed":
+    if alone and outcomes[0].status == "failed":
         if created:
             with contextlib.suppress(OSError):  # only if still empty
                 out.rmdir()
         return outcomes
-    write_summary(outcomes, out / "summary.csv")
+    write_summary(outcomes, out / summary_name)
     return outcomes
 
 
@@ -182,7 +249,7 @@ def remove_stale_partials(out: Path) -> list[Path]:
 
 
 def _run_cases(paths, out, segment_one, outcomes, *, base_slices, base_slice, skip_existing,
-               probabilities, mesh, on_case) -> None:
+               probabilities, mesh, on_case, alone) -> None:
     """The loop of :func:`run`, appending to ``outcomes`` as cases finish."""
     for path, case in zip(paths, case_names(paths)):
         t0 = time.perf_counter()
@@ -190,7 +257,7 @@ def _run_cases(paths, out, segment_one, outcomes, *, base_slices, base_slice, sk
             outcome = CaseOutcome(case, str(path), "skipped", "output exists (--skip-existing)")
         else:
             base = (base_slices or {}).get(case, base_slice)
-            outcome = _one_case(path, case, out, segment_one, base, t0, alone=len(paths) == 1,
+            outcome = _one_case(path, case, out, segment_one, base, t0, alone=alone,
                                 probabilities=probabilities, mesh=mesh)
         outcomes.append(outcome)
         if on_case:

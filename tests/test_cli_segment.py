@@ -271,3 +271,36 @@ def test_base_slices_csv_errors_name_the_file(make_case, tiny_weights, tmp_path)
     assert result.exit_code == 1
     assert f"{bases}:2" in error_lines(result)[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_shards_cover_a_cohort_once_and_merge(make_case, tiny_weights, tmp_path):
+    cases = [make_case(f"c{i}", folder=tmp_path / "in", seed=i) for i in range(5)]
+    out = tmp_path / "out"
+    paths = [c.path for c in cases]
+    seen = []
+    for i in range(3):
+        order = paths[i:] + paths[:i]  # another argument order for every shard
+        result = invoke([*order, "-o", out, "--base-slice", cases[0].base_slice, "--no-mesh",
+                         "--shard", f"{i}/3"], tiny_weights, cases[0].roi)
+        assert result.exit_code in (0, 4), result.stderr
+        seen += list(read_summary(out / f"summary.shard-{i}-of-3.csv"))
+    assert sorted(seen) == [f"c{i}" for i in range(5)]  # every case in exactly one shard
+    assert not (out / "summary.csv").exists()
+    merged = runner.invoke(app, ["summary", str(out)])
+    assert merged.exit_code == 0, merged.stderr
+    assert sorted(read_summary(out / "summary.csv")) == sorted(seen)
+    (out / "summary.shard-1-of-3.csv").unlink()
+    partial = runner.invoke(app, ["summary", str(out)])
+    assert partial.exit_code == 1 and "1/3" in partial.stderr
+
+
+@pytest.mark.parametrize("bad", ["3/3", "x", "1/0", "-1/2"])
+def test_bad_shard_is_bad_usage(bad, make_case, tiny_weights, tmp_path):
+    case = make_case()
+    assert invoke([case.path, "-o", tmp_path / "out", "--shard", bad], tiny_weights).exit_code == 2
+
+
+def test_summary_of_a_folder_without_shards_is_one_line(tmp_path):
+    result = runner.invoke(app, ["summary", str(tmp_path)])
+    assert result.exit_code == 1
+    assert len([x for x in result.stderr.splitlines() if x.strip()]) == 1

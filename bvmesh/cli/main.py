@@ -16,8 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: Each module defines register(app). A module that is not there yet is simply skipped.
-COMMAND_MODULES = ("segment", "demo", "mesh", "train", "evaluate", "weights")
+#: Each module defines register(app).
+COMMAND_MODULES = ("segment", "demo", "mesh", "train", "evaluate", "weights", "summary")
 
 
 def _version(value: bool) -> None:
@@ -35,13 +35,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"{__package__}.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
 def main() -> None:

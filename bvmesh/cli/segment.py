@@ -42,6 +42,18 @@ def _mesh_options(mesh: bool, edge_mm: float, apex: str, frames: str = "ed-es"):
     return MeshOptions(edge_mm=edge_mm or None, apex=apex, frames=frames) if mesh else None
 
 
+def _shard(value: str | None):
+    from ..cohort import Shard
+    from ..errors import InputError
+
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _cine_options(ed, es, height_cm, weight_kg, temporal) -> dict:
     for name, value in (("--height-cm", height_cm), ("--weight-kg", weight_kg)):
         if value is not None and value <= 0:
@@ -110,6 +122,9 @@ def segment_command(
                              "pool open: extrapolate (a rounded cap) or flat (a lid)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose "
                                        "report.json exists (resume a cohort)."),
+    shard: str = typer.Option(None, "--shard", help="I/N: segment share I (0-based) of N of the "
+                              "cases, e.g. a SLURM array's $SLURM_ARRAY_TASK_ID/"
+                              "$SLURM_ARRAY_TASK_COUNT; merge with bvmesh summary OUTPUT."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     example: bool = typer.Option(False, "--example", help="Segment the shipped example scan."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
@@ -125,14 +140,16 @@ def segment_command(
                            save_probabilities=save_probabilities,
                            mesh=_mesh_options(mesh, edge_mm, apex, mesh_frames),
                            skip_existing=skip_existing, as_json=as_json, example=example,
-                           cine=_cine_options(ed, es, height_cm, weight_kg, temporal))
+                           cine=_cine_options(ed, es, height_cm, weight_kg, temporal),
+                           shard=_shard(shard))
     raise typer.Exit(code)
 
 
 def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, slice_axis, frame, roi,
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
                 mesh, skip_existing, as_json, example, fusion: bool = True,
-                plausibility: bool = True, qc_strict: bool = False, cine: dict | None = None) -> int:
+                plausibility: bool = True, qc_strict: bool = False, cine: dict | None = None,
+                shard=None) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -152,6 +169,9 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
     per_case = cohort.read_base_slices(base_slices) if base_slices else None
     if per_case:
         cohort.check_base_slices(per_case, cohort.case_names(paths), str(base_slices))
+    alone = len(paths) == 1 and shard is None  # one input: its failure is one error line
+    if shard is not None:
+        paths = shard.select(paths)
     model, _ = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
 
     def one(path, base_slice):
@@ -170,7 +190,7 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
 
         def on_case(o: cohort.CaseOutcome) -> None:
             bar.advance(task)
-            if len(paths) == 1:
+            if alone:
                 return  # a single input's failure is raised below as the one error line
             if not err.is_terminal:  # a log file or a cluster job: one plain line per case
                 row = o.row()
@@ -184,13 +204,14 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
         with _sigterm_as_interrupt():
             outcomes = cohort.run(paths, output, one, base_slices=per_case, base_slice=base_slice,
                                   skip_existing=skip_existing, probabilities=save_probabilities,
-                                  mesh=mesh, on_case=on_case)
-    if len(outcomes) == 1 and outcomes[0].status == "failed":
+                                  mesh=mesh, on_case=on_case, alone=alone,
+                                  summary_name=shard.summary_name if shard else "summary.csv")
+    if alone and outcomes[0].status == "failed":
         # One bad input: one error line, no table (and cohort.run wrote nothing).
         if as_json:
             _print_summary(outcomes, output, as_json)
         raise InputError(outcomes[0].message)
-    _print_summary(outcomes, output, as_json)
+    _print_summary(outcomes, output, as_json, shard.summary_name if shard else "summary.csv")
     return cohort.exit_code(outcomes)
 
 
@@ -214,21 +235,25 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _print_summary(outcomes, output: Path, as_json: bool) -> None:
+def _print_summary(outcomes, output: Path, as_json: bool, name: str = "summary.csv") -> None:
+    print_rows([o.row() for o in outcomes], f"bvmesh segment -> {output}/ ({name})", as_json,
+               extra={"output": str(output), "failed": sum(o.status == "failed" for o in outcomes)})
+
+
+def print_rows(rows: list[dict], title: str, as_json: bool, extra: dict | None = None) -> None:
+    """A cohort's summary rows as a table on stdout (or JSON with ``extra`` fields)."""
     import json
 
     from rich.console import Console
     from rich.table import Table
 
-    rows = [o.row() for o in outcomes]
     if as_json:
-        out.print_json(json.dumps({"output": str(output), "cases": rows,
-                                   "failed": sum(o.status == "failed" for o in outcomes)}))
+        out.print_json(json.dumps({**(extra or {}), "cases": rows}))
         return
-    table = Table(title=f"bvmesh segment -> {output}/ (summary.csv)")
+    table = Table(title=title)
     shown = ("case", "status", "qc", "base_slice", "lv_pool_ml", "lv_myo_ml", "rv_pool_ml",
              "lv_mass_g", "mesh_passed", "seconds")
-    if any(r["lv_ef_pct"] != "" for r in rows):  # a cine: its ED volumes and the EFs
+    if any(r.get("lv_ef_pct", "") != "" for r in rows):  # a cine: its ED volumes and the EFs
         shown = (*shown[:8], "ed_frame", "es_frame", "lv_ef_pct", "rv_ef_pct", *shown[8:])
     for name in shown:
         table.add_column(name, justify="left" if name in ("case", "status") else "right",
