@@ -23,9 +23,9 @@ from pathlib import Path
 
 def gt_mesh(path: Path, scratch: Path) -> dict:
     """`bvmesh mesh FILE --labels acdc` itself (its report: quality and notes)."""
-    from bvmesh.cli.mesh import run_mesh
+    from bvmesh.mesh.labelmap import mesh_file
 
-    return run_mesh(path, scratch / "mesh.vtp", label_map="acdc")
+    return mesh_file(path, scratch / "mesh.vtp", label_map="acdc")
 
 
 def segment_mesh(path: Path, model) -> dict:

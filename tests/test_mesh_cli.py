@@ -69,3 +69,13 @@ def test_unknown_format_is_a_usage_error(tmp_path):
     src = _save(phantom.labels, phantom.affine, tmp_path / "case.nii.gz")
     res = runner.invoke(app, ["mesh", str(src), "--format", "fbx"])
     assert res.exit_code == 2
+
+
+def test_mesh_formats_are_one_list_and_reports_do_not_collide(tmp_path):
+    from bvmesh.cli.mesh import FORMATS
+    from bvmesh.mesh.export import FORMAT_SUFFIX
+    from bvmesh.mesh.labelmap import quality_path
+
+    assert set(FORMATS) == set(FORMAT_SUFFIX)
+    assert quality_path(tmp_path / "a.v1.vtp") != quality_path(tmp_path / "a.v2.vtp")
+    assert quality_path(tmp_path / "heart.vtp").name == "heart.quality.json"

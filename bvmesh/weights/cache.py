@@ -153,14 +153,6 @@ def read_memo_raw(path: Path) -> str | None:
     return digest if isinstance(digest, str) and len(digest) == 64 else None
 
 
-def partial_files(folder: Path) -> list[Path]:
-    """Leftover `*.partial` downloads in `folder` (only a killed process can leave one)."""
-    try:
-        return sorted(p for p in folder.iterdir() if p.name.endswith(PARTIAL_SUFFIX))
-    except OSError:
-        return []
-
-
 @contextlib.contextmanager
 def file_lock(target: Path, *, timeout: float = 3600.0, poll: float = 0.1) -> Iterator[None]:
     """Hold an inter-process lock for writing `target` (a file in a cache folder).
