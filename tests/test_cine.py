@@ -204,3 +204,15 @@ def test_bundled_model_finds_ed_and_es_of_a_beating_phantom(tmp_path):
     found = [int((f.labels == 1).sum()) for f in result.frames]
     # The LV pool curve falls and rises with the truth's.
     assert np.corrcoef(truth, found)[0, 1] > 0.95
+
+
+def test_ed_and_es_frames_are_segmented_as_a_single_frame_would_be(tmp_path, tiny_model):
+    from bvmesh.pipeline import segment
+
+    path, frames, base, roi = beating_case(tmp_path, n_frames=3, es_frame=1)
+    cine = io.load_cine(path)
+    result = segment_cine(cine, model=tiny_model, ed=0, es=1, base_slice=base, roi=roi)
+    for t in (0, 1):  # meshed: every slice anchored, exactly as `bvmesh segment --frame t`
+        alone = segment(cine.frame(t), model=tiny_model, base_slice=base, roi=roi)
+        np.testing.assert_array_equal(result.frames[t].labels, alone.labels)
+        np.testing.assert_array_equal(result.frames[t].stack_labels, alone.stack_labels)

@@ -73,12 +73,17 @@ def test_fusion_anchors_the_slices_passed_on_and_leaves_the_rest_propagated():
     model = _model([0.1, 0.2, 0.3, 0.4])
     image = np.random.default_rng(3).random((13, 128, 128), dtype=np.float32)
     per_slice = init_slices(model, image, list(range(13))).transpose(1, 0, 2, 3)
-    probs = segment_stack(model, image, 6, fusion=True)
+    from bvmesh.propagate import segment_stacks
+
+    probs = segment_stacks(model, image[None], 6, fusion=True, fronts_only=True)[0]
     constant = np.array([0.1, 0.2, 0.3, 0.4])[:, None, None]
     for z in (2, 10):  # passed on: averaged with the slice's own reading
         np.testing.assert_allclose(probs[:, z], 0.5 * (constant + per_slice[:, z]), atol=1e-5)
     for z in (0, 3, 5, 7, 9, 12):  # not passed on: the propagation network's output
         np.testing.assert_allclose(probs[:, z].mean((1, 2)), constant[:, 0, 0], atol=1e-5)
+    # The default (what a meshed case gets) anchors every slice.
+    every = segment_stack(model, image, 6, fusion=True)
+    np.testing.assert_allclose(every[:, 3], 0.5 * (constant + per_slice[:, 3]), atol=1e-5)
 
 
 def test_frames_batched_give_each_frame_its_own_result():
