@@ -99,10 +99,14 @@ def run(args) -> None:
 
 
 def table(paths: list[Path]) -> None:
+    """Medians per transform, over the volumes every file holds (runs may be cut short)."""
+    runs = {p: [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+            for p in paths}
+    common = set.intersection(*({r["case"] for r in rows} for rows in runs.values()))
     print("| weights | structure | " + " | ".join(TRANSFORMS) + " |")
     print("|---|---|" + "---|" * len(TRANSFORMS))
-    for path in paths:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for path, rows in runs.items():
+        rows = [r for r in rows if r["case"] in common]
         for _, name in STRUCTURES:
             cells = [f"{np.median([r[t][name] for r in rows]):.3f}" for t in TRANSFORMS]
             print(f"| {path.stem} ({len(rows)} volumes) | {name} | " + " | ".join(cells) + " |")
