@@ -94,7 +94,8 @@ def segment_cine(source: str | os.PathLike | io.Cine, *, ed: int | None = None,
     n = cine.n_frames
     for name, value in (("ed", ed), ("es", es)):
         if value is not None and not 0 <= value < n:
-            raise InputError(f"{cine.source}: --{name} {value} is not a frame (0..{n - 1})")
+            raise InputError(f"{cine.source}: the {name.upper()} frame given, {value}, is not "
+                             f"one of its frames (0..{n - 1})")
     lap("read")
     model, weights_info = model_and_info(model, weights, device, cache_dir, offline)
     lap("load_model")

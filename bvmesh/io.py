@@ -129,7 +129,7 @@ def load_cine(path: str | os.PathLike) -> Cine:
     """
     path = Path(path)
     data, affine, header, notes, times = _read(path)
-    data = np.squeeze(data, axis=tuple(range(4, data.ndim))) if data.ndim > 4 else data
+    data = data.reshape(*data.shape[:3], -1) if data.ndim > 4 else data  # (x, y, z, 1, t)
     if data.ndim != 4 or data.shape[3] < 2:
         raise InputError(f"{path}: is not a cine (shape {data.shape}); a cine is 4D with at "
                          "least 2 frames")

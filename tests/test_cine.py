@@ -189,7 +189,7 @@ def test_bad_ed_frame_is_one_line_and_nothing_written(tmp_path, tiny_weights):
     result = cli([path, "-o", out, "--base-slice", base, "--ed", 7], tiny_weights, roi)
     assert result.exit_code == 1
     lines = [x for x in result.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and "cine.nii.gz" in lines[0] and "--ed 7" in lines[0]
+    assert len(lines) == 1 and "cine.nii.gz" in lines[0] and "ED frame given, 7" in lines[0]
     assert not out.exists()
     half = runner.invoke(app, ["segment", str(path), "--height-cm", "170"])
     assert half.exit_code == 2
