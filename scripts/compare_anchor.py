@@ -16,22 +16,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-STRUCTURES = ((1, "lv_pool"), (2, "lv_myo"), (3, "rv_pool"))
-ACDC_TO_BVMESH = {1: 3, 2: 2, 3: 1}
-
-
-def dice(labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    keep = gt.any(axis=(0, 1))
-    out = {}
-    for value, name in STRUCTURES:
-        p, g = labels[..., keep] == value, gt[..., keep] == value
-        out[name] = float(2 * (p & g).sum() / max(1, p.sum() + g.sum()))
-    return out
+from heldout import STRUCTURES, dice, held_out_volumes
 
 
 def run(args) -> None:
-    import nibabel as nib
     import torch
 
     from bvmesh import propagate
@@ -40,24 +28,15 @@ def run(args) -> None:
     torch.set_num_threads(1)
     model, _ = load_weights(args.weights, "cpu")
     with args.output.open("a") as out:
-        for subject in model.record["held_out_subjects"]:
-            folder = Path(args.data) / subject
-            cfg = dict(line.split(": ", 1) for line in (folder / "Info.cfg").read_text().splitlines()
-                       if ": " in line)
-            for phase in ("ED", "ES"):
-                stem = folder / f"{subject}_frame{int(cfg[phase]):02d}"
-                raw = np.asarray(nib.load(f"{stem}_gt.nii.gz").dataobj)
-                gt = np.zeros_like(raw)
-                for a, b in ACDC_TO_BVMESH.items():
-                    gt[raw == a] = b
-                row = {"case": f"{subject}_{phase}"}
-                for fronts in (False, True):
-                    propagate.ANCHOR_FRONTS_ONLY = fronts
-                    r = segment(f"{stem}.nii.gz", model=model)
-                    row["fronts" if fronts else "all"] = {"dice": dice(r.labels, gt),
-                                                          "network_s": r.report["timings_s"]["network"]}
-                out.write(json.dumps(row) + "\n")
-                out.flush()
+        for case, image, gt in held_out_volumes(args.data, model.record["held_out_subjects"]):
+            row = {"case": case}
+            for fronts in (False, True):
+                propagate.ANCHOR_FRONTS_ONLY = fronts
+                r = segment(image, model=model)
+                row["fronts" if fronts else "all"] = {"dice": dice(r.labels, gt),
+                                                      "network_s": r.report["timings_s"]["network"]}
+            out.write(json.dumps(row) + "\n")
+            out.flush()
 
 
 def table(path: Path) -> None:

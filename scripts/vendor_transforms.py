@@ -26,11 +26,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from heldout import STRUCTURES, dice, held_out_volumes
 from scipy import ndimage
 
 TRANSFORMS = ("as is", "gamma 1.4 + bias", "coarse 2 mm + noise", "int16 window")
-STRUCTURES = ((1, "lv_pool"), (2, "lv_myo"), (3, "rv_pool"))
-ACDC_TO_BVMESH = {1: 3, 2: 2, 3: 1}
 
 
 def transform(name: str, data: np.ndarray, spacing: np.ndarray, rng) -> np.ndarray:
@@ -56,18 +55,7 @@ def transform(name: str, data: np.ndarray, spacing: np.ndarray, rng) -> np.ndarr
     return x.astype(np.float32)
 
 
-def dice(labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    keep = gt.any(axis=(0, 1))
-    out = {}
-    for value, name in STRUCTURES:
-        p, g = labels[..., keep] == value, gt[..., keep] == value
-        out[name] = float(2 * (p & g).sum() / max(1, p.sum() + g.sum()))
-    return out
-
-
 def run(args) -> None:
-    import nibabel as nib
-
     from bvmesh import io
     from bvmesh.errors import BvmeshError
     from bvmesh.pipeline import load_weights, segment
@@ -75,27 +63,17 @@ def run(args) -> None:
     model, _ = load_weights(args.weights, "cpu")
     rng = np.random.default_rng(0)
     with args.output.open("a") as out:
-        for subject in model.record["held_out_subjects"]:
-            folder = Path(args.data) / subject
-            cfg = dict(line.split(": ", 1) for line in (folder / "Info.cfg").read_text().splitlines()
-                       if ": " in line)
-            for phase in ("ED", "ES"):
-                stem = folder / f"{subject}_frame{int(cfg[phase]):02d}"
-                raw = np.asarray(nib.load(f"{stem}_gt.nii.gz").dataobj)
-                gt = np.zeros_like(raw)
-                for a, b in ACDC_TO_BVMESH.items():
-                    gt[raw == a] = b
-                volume = io.load(f"{stem}.nii.gz")
-                row = {"case": f"{subject}_{phase}", "weights": str(args.weights)}
-                for name in TRANSFORMS:
-                    v = dataclasses.replace(volume, data=transform(name, volume.data,
-                                                                   volume.spacing, rng))
-                    try:
-                        row[name] = dice(segment(v, model=model).labels, gt)
-                    except BvmeshError:  # no heart found: a failure, Dice 0
-                        row[name] = {n: 0.0 for _, n in STRUCTURES}
-                out.write(json.dumps(row) + "\n")
-                out.flush()
+        for case, image, gt in held_out_volumes(args.data, model.record["held_out_subjects"]):
+            volume = io.load(image)
+            row = {"case": case, "weights": str(args.weights)}
+            for name in TRANSFORMS:
+                v = dataclasses.replace(volume, data=transform(name, volume.data, volume.spacing, rng))
+                try:
+                    row[name] = dice(segment(v, model=model).labels, gt)
+                except BvmeshError:  # no heart found: a failure, Dice 0
+                    row[name] = {n: 0.0 for _, n in STRUCTURES}
+            out.write(json.dumps(row) + "\n")
+            out.flush()
 
 
 def table(paths: list[Path]) -> None:
