@@ -13,7 +13,6 @@ wall), surface (field, marching cubes, smoothing), tags, quality (the gate), exp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from ..errors import GeometryError, InputError
 from ..labels import LV_MYO, LV_POOL, RV_MYO, RV_POOL
 from . import prepare, remesh, repair, surface, tags, topology
 from .export import write_mesh
+from .meshes import SurfaceMesh, TetraMesh
 from .quality import quality_report
 from .tags import BASE, EPI, LV, MARKERS, RV, TAG_NAMES
 
@@ -37,48 +37,6 @@ SMOOTHING_HARMS = ("self_intersections", "min_triangle_angle_deg")
 #: A pool cavity larger than this (ml) sealed below the base is a ventricle closed off,
 #: not a fragment left inside a wall: the notes then carry a WARNING.
 SEALED_POOL_WARN_ML = 1.0
-
-
-@dataclass(frozen=True, eq=False)
-class SurfaceMesh:
-    """A closed triangle surface of the biventricular myocardium.
-
-    vertices: (N, 3) float64, world RAS mm. faces: (M, 3) int64, wound outward.
-    face_tags: (M,) ldrb markers (base 10, rv 20, lv 30, epi 40). quality: the gate
-    report (JSON-serialisable, ``passed`` plus one item per check). notes: what was
-    done to the labels on the way (upsampling, repairs with their volumes, ...).
-    base_plane: (point mm, unit normal from apex toward base) used for the cut.
-    """
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    face_tags: np.ndarray
-    quality: dict
-    notes: tuple[str, ...] = ()
-    base_plane: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-
-    @property
-    def volume_ml(self) -> float:
-        """The enclosed myocardium volume (ml)."""
-        return surface.signed_volume(self.vertices, self.faces) / 1000
-
-
-@dataclass(frozen=True, eq=False)
-class TetraMesh:
-    """A tetrahedral mesh of the myocardium with its tagged boundary triangles.
-
-    points (N, 3) world mm; tetra (K, 4) positively oriented; triangles (M, 3) the
-    boundary, wound outward; triangle_tags (M,) ldrb markers; quality as for surfaces
-    plus element checks; notes.
-    """
-
-    points: np.ndarray
-    tetra: np.ndarray
-    triangles: np.ndarray
-    triangle_tags: np.ndarray
-    quality: dict
-    notes: tuple[str, ...] = ()
-    base_plane: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
 def _validate(labels: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

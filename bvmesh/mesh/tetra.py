@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import BvmeshError, InputError
+from .meshes import TetraMesh
 from .quality import quality_report
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,6 @@ def tetra_mesh(surf, *, edge_mm: float = 1.5, threads: int = 2, optimise: bool =
     BvmeshError when gmsh fails; a mesh that is made but fails the element checks is
     returned with ``quality["passed"]`` False (never raised here).
     """
-    from . import TetraMesh
-
     gmsh = _gmsh()
     failures = []
     for angle in FEATURE_ANGLES_DEG:
