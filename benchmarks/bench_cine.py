@@ -16,12 +16,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
+
+from bench_segment import cold_cli_seconds
 
 
 def warm(path: str, weights: str | None, repeats: int) -> dict:
@@ -42,22 +40,6 @@ def warm(path: str, weights: str | None, repeats: int) -> dict:
     return {"frames": cine.n_frames, "total_s": statistics.median(totals), "stages_s": median}
 
 
-def cold(path: str, weights: str | None, repeats: int) -> tuple[float, float]:
-    times, peak = [], 0.0
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as out:
-            cmd = [sys.executable, "-m", "bvmesh", "segment", path, "-o", out, "--device", "cpu"]
-            if weights:
-                cmd += ["--weights", weights]
-            t0 = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            times.append(time.perf_counter() - t0)
-            if done.returncode not in (0, 3, 4):
-                raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-500:]}")
-            peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return statistics.median(times), peak
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cine")
@@ -67,7 +49,7 @@ def main() -> None:
     import torch
 
     w = warm(args.cine, args.weights, args.repeats)
-    wall, peak = cold(args.cine, args.weights, args.repeats)
+    wall, peak = cold_cli_seconds(args.cine, args.weights, args.repeats)
     n = w["frames"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)")

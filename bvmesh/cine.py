@@ -23,13 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import io, preprocess
-from .errors import InputError, LabelMapInput
+from .errors import InputError
 from .labels import MYOCARDIUM
 from .pipeline import (
     SegmentOptions,
     SegmentResult,
     finish,
     model_and_info,
+    refuse_label_map,
     report_head,
     slice_geometry,
     stack_grid,
@@ -90,7 +91,7 @@ def segment_cine(source: str | os.PathLike | io.Cine, *, ed: int | None = None,
     opts = SegmentOptions(**options)
     times, lap = timer()
     cine = source if isinstance(source, io.Cine) else io.load_cine(source)
-    _refuse_label_map(cine)
+    refuse_label_map(cine.data[..., 0], cine.source)
     n = cine.n_frames
     for name, value in (("ed", ed), ("es", es)):
         if value is not None and not 0 <= value < n:
@@ -128,13 +129,6 @@ def segment_cine(source: str | os.PathLike | io.Cine, *, ed: int | None = None,
     report = _report(cine, frames, ed, es, phase_why, fused, temporal, height_cm, weight_kg, opts)
     report["timings_s"] = times
     return CineResult(cine, frames, ed, es, report)
-
-
-def _refuse_label_map(cine: io.Cine) -> None:
-    values = io.label_map_values(cine.data[..., 0])
-    if values is not None:
-        raise LabelMapInput(f"{cine.source}: holds only the values {values}: a label map, not "
-                            "an MRI cine; mesh it with bvmesh mesh")
 
 
 def _network(model, cine: io.Cine, grid, init_stack: int, opts: SegmentOptions, frames,

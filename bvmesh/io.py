@@ -89,12 +89,24 @@ def load(path: str | os.PathLike, *, frame: int | None = None) -> Volume:
     Raises :class:`InputError` for anything that is not a usable 3D image.
     """
     path = Path(path)
+    return _volume(path, *_read(path)[:4], frame)
+
+
+def read(path: str | os.PathLike, *, frame: int | None = None) -> Volume | Cine:
+    """:func:`load_cine`'s :class:`Cine` when the input has several frames and no ``frame``
+    is asked for, else :func:`load`'s :class:`Volume`; the files are read once."""
+    path = Path(path)
     data, affine, header, notes, times = _read(path)
+    if frame is None and data.ndim >= 4 and int(np.prod(data.shape[3:])) > 1:
+        return _cine(path, data, affine, header, notes, times)
+    return _volume(path, data, affine, header, notes, frame)
+
+
+def _volume(path: Path, data, affine, header, notes, frame: int | None) -> Volume:
     data, chosen, notes = _pick_frame(path, data, frame, notes)
     _validate(path, data)
-    header = _frame_header(header, chosen)
-    return Volume(np.ascontiguousarray(data, np.float32), affine, str(path), header,
-                  tuple(notes), chosen)
+    return Volume(np.ascontiguousarray(data, np.float32), affine, str(path),
+                  _frame_header(header, chosen), tuple(notes), chosen)
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,10 @@ def load_cine(path: str | os.PathLike) -> Cine:
     Raises :class:`InputError` when the file is not 4D or has fewer than 2 frames.
     """
     path = Path(path)
-    data, affine, header, notes, times = _read(path)
+    return _cine(path, *_read(path))
+
+
+def _cine(path: Path, data, affine, header, notes, times) -> Cine:
     data = data.reshape(*data.shape[:3], -1) if data.ndim > 4 else data  # (x, y, z, 1, t)
     if data.ndim != 4 or data.shape[3] < 2:
         raise InputError(f"{path}: is not a cine (shape {data.shape}); a cine is 4D with at "

@@ -24,6 +24,7 @@ import numpy as np
 from . import io, qc
 from .checks import with_mesh
 from .errors import OutputError
+from .labels import MYOCARDIUM
 from .mesh.remesh import DEFAULT_EDGE_MM, missing_note
 from .mesh.remesh import available as remesh_available
 from .pipeline import SegmentResult, apex_sign
@@ -150,8 +151,9 @@ def write_cine_case(result: CineResult, out_dir: str | os.PathLike, case: str, *
         report = dict(result.report)
         reference = result.cine.reference()
         files = ["labels.nii.gz", "myocardium.nii.gz", "volumes.csv", "volumes.png"]
-        io.save_like(result.labels, reference, tmp / "labels.nii.gz")
-        io.save_like(result.myocardium, reference, tmp / "myocardium.nii.gz")
+        labels = result.labels  # stacked from the frames: once
+        io.save_like(labels, reference, tmp / "labels.nii.gz")
+        io.save_like(np.isin(labels, MYOCARDIUM), reference, tmp / "myocardium.nii.gz")
         _write_volumes_csv(report["frames"], tmp / "volumes.csv")
         volume_curves(result.volumes, tmp / "volumes.png", ed=result.ed, es=result.es,
                       times_ms=result.cine.times_ms, title=f"{case}: volume over the cycle")

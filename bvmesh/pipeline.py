@@ -165,12 +165,17 @@ def finish(volume: io.Volume, probs: np.ndarray, grid: StackGrid, geo: dict, mod
 def _read(source: str | os.PathLike | io.Volume, frame: int | None) -> io.Volume:
     """The input volume, refusing a label map handed in as an image."""
     volume = source if isinstance(source, io.Volume) else io.load(source, frame=frame)
-    values = io.label_map_values(volume.data)
+    refuse_label_map(volume.data, volume.source)
+    return volume
+
+
+def refuse_label_map(data: np.ndarray, source: str) -> None:
+    """Raise :class:`LabelMapInput` when ``data`` holds a label map, not an MRI image."""
+    values = io.label_map_values(data)
     if values is not None:
-        raise LabelMapInput(f"{volume.source}: holds only the values {values}: a label map, not "
+        raise LabelMapInput(f"{source}: holds only the values {values}: a label map, not "
                             "an MRI image; skipped (name label files *_gt to keep them out of a "
                             "cohort, or mesh them with bvmesh mesh)")
-    return volume
 
 
 def _labels_on_input(stack_labels: np.ndarray, grid: StackGrid, shape) -> np.ndarray:

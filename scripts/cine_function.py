@@ -27,6 +27,23 @@ from pathlib import Path
 import numpy as np
 
 ACDC_LV_POOL, ACDC_RV_POOL = 3, 1
+#: Beating phantoms measured: (frames, ES frame, determinant sign of the grid).
+PHANTOMS = ((10, 4, 1), (20, 7, -1))
+
+
+def phantom_key(n: int, es: int, det: int) -> str:
+    return f"phantom {n} frames, ES {es}, det {det:+d}"
+
+
+def phantom_truth_jitter(n: int, es: int, det: int) -> dict[str, float]:
+    """The jitter of a beating phantom's own (exact) volume curves: what a smooth curve has."""
+    from bvmesh.cine import jitter
+    from bvmesh.testing import beating_phantom
+
+    frames = beating_phantom(n, es, spacing=(1.6, 1.6, 9.0), det_sign=det)
+    voxel = float(abs(np.linalg.det(frames[0].affine[:3, :3]))) / 1000
+    return {k: jitter([float((p.labels == v).sum() * voxel) for p in frames])
+            for k, v in (("lv_pool_ml", 1), ("rv_pool_ml", 3), ("lv_myo_ml", 2))}
 
 
 def info(folder: Path) -> dict[str, str]:
@@ -127,12 +144,12 @@ def run_cines(args) -> None:
         for name in ("cine_4d.nii.gz",):
             jobs.append((f"sunnybrook {name}", lambda n=name: io.load_cine(Path(args.example) / n),
                          bundled, None, None))
-    for n, es, det in ((10, 4, 1), (20, 7, -1)):
+    for n, es, det in PHANTOMS:
         def make(n=n, es=es, det=det):
             frames = beating_phantom(n, es, spacing=(1.6, 1.6, 9.0), det_sign=det)
             data = np.stack([phantom_image(p, seed=t) for t, p in enumerate(frames)], axis=3)
             return io.Cine(data, frames[0].affine, f"phantom {n} frames")
-        jobs.append((f"phantom {n} frames, ES {es}, det {det:+d}", make, bundled, (0, es), None))
+        jobs.append((phantom_key(n, es, det), make, bundled, (0, es), None))
     for key, load, model, truth, manual in jobs:
         if key in done:
             continue
@@ -174,6 +191,10 @@ def run_table(args) -> None:
                 print(f"| {r['key']} | {r['n_frames']} | {truth} | {f['ed']}, {f['es']} | "
                       f"{a['ed']}, {a['es']} | {jit} | {f['function']['lv_ef_pct']} | "
                       f"{f['function']['rv_ef_pct']} |")
+            for params in PHANTOMS:
+                truth = phantom_truth_jitter(*params)
+                print(f"\ntrue jitter of {phantom_key(*params)}: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in truth.items()))
 
 
 def main() -> None:

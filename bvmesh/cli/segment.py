@@ -179,9 +179,10 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
                    "propagation": propagation, "fusion": fusion, "rv_wall_mm": rv_wall_mm,
                    "plausibility": plausibility, "qc_strict": qc_strict,
                    "probabilities": save_probabilities}
-        if frame is None and io.frame_count(path) > 1:
-            return segment_cine(path, model=model, **(cine or {}), **options)
-        return segment(path, frame=frame, model=model, **options)
+        image = io.read(path, frame=frame)  # a Cine when the input has several frames
+        if isinstance(image, io.Cine):
+            return segment_cine(image, model=model, **(cine or {}), **options)
+        return segment(image, model=model, **options)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
