@@ -255,6 +255,28 @@ def test_written_results(tmp_path):
     assert not list((tmp_path / "res").glob(".*partial*"))
 
 
+def test_run_evaluation_reports_through_callbacks_and_prints_nothing(tmp_path, capsys):
+    pred_dir, gt_dir = make_folders(tmp_path)
+    events = []
+    evaluation, written = ev.run_evaluation(
+        pred_dir, gt_dir, labels="acdc", output=tmp_path / "r", plots=False,
+        on_plan=lambda plan: events.append(("plan", plan.total, plan.found, plan.segmenting,
+                                            [p.case for p in plan.unpaired], plan.folds)),
+        on_case=lambda result: events.append(("case", result.case)),
+        on_scored=lambda: events.append(("scored",)))
+    assert events[0] == ("plan", 7, 7, False, ["extra"], ())
+    assert [e[1] for e in events[1:-1]] == [c.case for c in evaluation.cases]
+    assert events[-1] == ("scored",) and len(evaluation.cases) == 7
+    assert {p.name for p in written} == {"cases.csv", "slices.csv", "summary.json", "results.md"}
+    assert evaluation.exit_code == 1 and [p.case for p in evaluation.unpaired] == ["extra"]
+    assert capsys.readouterr() == ("", "")
+    # Options that do not go together are InputErrors, raised before anything is read.
+    with pytest.raises(InputError, match="not both"):
+        ev.run_evaluation(pred_dir, gt_dir, cases=gt_dir, output=tmp_path / "x")
+    with pytest.raises(InputError, match="--folds K needs --weights"):
+        ev.run_evaluation(cases=gt_dir, folds=2, output=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
 def test_cli(tmp_path):
     aff = affine_for()
     gt = save(tmp_path / "gt" / "a_gt.nii.gz", to_acdc(heart()), aff)

@@ -6,17 +6,23 @@ one (after every other case was scored and the outputs written); 2 for bad usage
 
 With --cases, --held-out scores only the subjects the weights never saw, and --folds K
 scores each fold model of a `bvmesh train --fold all` run on its own held-out subjects.
+
+The work is :func:`bvmesh.evaluate.run_evaluation`; this module parses the options, calls
+it and prints what it reports.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .console import device_option, err, exit_on_error, out, setup_logging
+
+if TYPE_CHECKING:
+    from ..evaluate import CaseResult, EvaluationPlan
 
 _LABEL_HELP = ("Label map of the {}: bvmesh, acdc, mnms, binary, or explicit "
                "'1=rv_pool,2=lv_myo,3=lv_pool'.")
@@ -98,65 +104,26 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth: Dice, HD95, ASSD, volumes, LV mass, slice-wise
     Dice from base to apex, per case and structure, on the ground truth's slices."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from .. import evaluate as ev_mod
     from ..errors import InputError
-    from ..labels import parse_label_map
 
-    if cases is not None and (pred is not None or gt is not None):
-        raise typer.BadParameter("give either PRED GT or --cases DATA_DIR, not both")
-    if cases is None and (pred is None or gt is None):
-        raise typer.BadParameter("give PRED and GT (files or folders), or --cases DATA_DIR")
-    if cases is None and (held_out or folds is not None):
-        raise typer.BadParameter("--held-out and --folds go with --cases DATA_DIR")
-    if folds is not None and weights is None:
-        raise typer.BadParameter("--folds K needs --weights RUN_DIR (the folder of "
-                                 "`bvmesh train --fold all -o RUN_DIR`)")
+    try:
+        ev_mod.check_run_options(pred, gt, cases=cases, weights=weights, held_out=held_out,
+                                 folds=folds)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
     setup_logging(verbose)
-    iso = isotropic_mm or None
+    reporter = _Reporter(cases, weights, folds, ev_mod)
     with exit_on_error():
-        if cases is not None:
-            pred_labels = "bvmesh"
-        structures = ev_mod.scored_structures(parse_label_map(labels),
-                                              parse_label_map(pred_labels))
-        if not structures:
-            raise InputError(f"label maps {labels!r} (ground truth) and {pred_labels!r} "
-                             "(prediction) share no structure to score")
-        plan = []
-        if cases is not None:
-            todo = ev_mod.find_image_cases(cases)
-            unpaired = []
-            options = dict(labels=labels, device=device, propagation=propagation, fusion=fusion,
-                           plausibility=plausibility, base_from_gt=base_from_gt, isotropic_mm=iso,
-                           save_dir=output / "predictions")
-            if folds is not None or held_out:
-                plan, models = _held_out_plan(cases, todo, weights, folds, device, ev_mod)
-                todo = [p for fold in plan for p in fold.pairs]
-                stream = ev_mod.segment_and_score_folds(plan, models, **options)
-            else:
-                stream = ev_mod.segment_and_score(todo, weights=weights, **options)
-        else:
-            pairs = ev_mod.find_pairs(pred, gt)
-            todo = [p for p in pairs if p.gt is not None]
-            unpaired = [p for p in pairs if p.gt is None]
-            stream = ev_mod.iter_file_cases(todo, labels=labels, pred_labels=pred_labels,
-                                            structures=structures, isotropic_mm=iso)
-        for p in unpaired:
-            err.print(f"[yellow]warning:[/] {p.case}: prediction {p.pred} has no ground truth; "
-                      "not scored", highlight=False, soft_wrap=True)
-        results = []
-        with Progress(TextColumn("segmenting and scoring" if cases else "scoring"),
-                      BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                      console=err, transient=True) as progress:
-            task = progress.add_task("", total=len(todo))
-            for result in stream:
-                results.append(result)
-                _report_case(result, ev_mod)
-                progress.update(task, advance=1, description=result.case)
-        evaluation = ev_mod.Evaluation(results, structures, labels, pred_labels, unpaired, iso,
-                                       plan)
-        written = ev_mod.write_results(evaluation, output, plots=plots)
+        try:
+            evaluation, written = ev_mod.run_evaluation(
+                pred, gt, cases=cases, output=output, labels=labels, pred_labels=pred_labels,
+                isotropic_mm=isotropic_mm, plots=plots, weights=weights, held_out=held_out,
+                folds=folds, device=device, propagation=propagation, fusion=fusion,
+                plausibility=plausibility, base_from_gt=base_from_gt, on_plan=reporter.plan,
+                on_case=reporter.case, on_scored=reporter.stop)
+        finally:
+            reporter.stop()
     summary = evaluation.summary()
     if as_json:
         out.print_json(json.dumps(summary))
@@ -171,32 +138,43 @@ def evaluate(
         raise typer.Exit(evaluation.exit_code)
 
 
-def _held_out_plan(data_dir: Path, pairs, weights: str | None, folds: int | None,
-                   device: str, ev_mod) -> tuple[list, list]:
-    """Load the model(s) once each, read their held-out subjects and assign the cases.
+class _Reporter:
+    """Prints what run_evaluation tells on stderr: its plan, then a progress bar and each
+    case's problems while it scores."""
 
-    Returns (folds, models); warnings and what is scored go to stderr.
-    """
-    from rich.markup import escape
+    def __init__(self, cases: Path | None, weights: str | None, folds: int | None, ev_mod) -> None:
+        self.cases, self.weights, self.folds, self.ev_mod = cases, weights, folds, ev_mod
+        self.progress = self.task = None
 
-    from ..pipeline import load_weights
+    def plan(self, plan: EvaluationPlan) -> None:
+        from rich.markup import escape
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    if folds is not None:
-        paths = ev_mod.fold_weights(weights, folds)  # every fold present before any loading
-        sources = [str(p) for p in paths]
-        models = [load_weights(src, device)[0] for src in sources]
-    else:
-        model, info = load_weights(weights, device)
-        sources, models = [weights or info["name"] or info["path"]], [model]
-    held = [(src, ev_mod.recorded_held_out(m, src)) for src, m in zip(sources, models)]
-    plan, warnings = ev_mod.plan_folds(data_dir, pairs, held, indexed=folds is not None)
-    for w in warnings:
-        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
-    by = f"folds 0..{folds - 1} of {weights}" if folds is not None else sources[0]
-    err.print(f"scoring {sum(len(f.pairs) for f in plan)} of the {len(pairs)} cases in "
-              f"{data_dir}: those held out by {by}", highlight=False, soft_wrap=True,
-              markup=False)
-    return plan, models
+        for w in plan.warnings:
+            err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+        if plan.folds:
+            by = (f"folds 0..{self.folds - 1} of {self.weights}" if self.folds is not None
+                  else plan.folds[0].weights)
+            err.print(f"scoring {plan.total} of the {plan.found} cases in {self.cases}: those "
+                      f"held out by {by}", highlight=False, soft_wrap=True, markup=False)
+        for p in plan.unpaired:
+            err.print(f"[yellow]warning:[/] {p.case}: prediction {p.pred} has no ground truth; "
+                      "not scored", highlight=False, soft_wrap=True)
+        self.progress = Progress(
+            TextColumn("segmenting and scoring" if plan.segmenting else "scoring"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("{task.description}"), console=err, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task("", total=plan.total)
+
+    def case(self, result: CaseResult) -> None:
+        _report_case(result, self.ev_mod)
+        self.progress.update(self.task, advance=1, description=result.case)
+
+    def stop(self) -> None:
+        """End the progress bar (once scoring is done, or on an error); idempotent."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 def _report_case(result, ev_mod) -> None:

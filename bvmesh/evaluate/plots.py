@@ -1,6 +1,6 @@
 """Evaluation plots (matplotlib, Agg backend): slice-wise Dice, box plots, Bland-Altman.
 
-Each function takes an :class:`bvmesh.evaluate.Evaluation` and a path, draws one PNG
+Each function takes an :class:`~bvmesh.evaluate.Evaluation` and a path, draws one PNG
 and writes it atomically. matplotlib is imported inside the functions so that
 importing bvmesh stays fast.
 """
@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .io import atomic_write
+from ..io import atomic_write
+from .scoring import TITLES, metric_value
 
 if TYPE_CHECKING:
-    from .evaluate import Evaluation
+    from .summary import Evaluation
 
 _COLOURS = {"lv_pool": "#d62728", "lv_myo": "#1f77b4", "rv_pool": "#ff7f0e",
             "rv_myo": "#2ca02c", "bv_myo": "#9467bd"}
@@ -56,8 +57,6 @@ def plot_slice_dice(ev: Evaluation, path: str | Path) -> Path:
 
     As in the paper's Fig. 3 (right): a 3D-consistent method gives smooth curves.
     """
-    from .evaluate import TITLES
-
     structures = [s for s in ev.structures if any(s in c.slice_dice for c in ev.cases)]
     fig, axes = _grid(len(structures))
     cases = [c for c in ev.cases if c.scored]
@@ -93,8 +92,6 @@ def plot_slice_dice(ev: Evaluation, path: str | Path) -> Path:
 
 def plot_boxes(ev: Evaluation, path: str | Path) -> Path:
     """Box plots of Dice, HD95 and ASSD, one box per structure, cases as dots."""
-    from .evaluate import TITLES, metric_value
-
     plt = _pyplot()
     panels = (("dice", "Dice"), ("hd95_mm", "HD95 (mm)"), ("assd_mm", "ASSD (mm)"))
     fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 4.0), squeeze=False)
@@ -132,8 +129,6 @@ def plot_boxes(ev: Evaluation, path: str | Path) -> Path:
 
 def plot_bland_altman(ev: Evaluation, path: str | Path) -> Path:
     """Bland-Altman of volumes (and LV mass): difference pred - gt against their mean."""
-    from .evaluate import TITLES, metric_value
-
     cases = [c for c in ev.cases if c.scored]
     panels = []
     for s in ev.structures:
