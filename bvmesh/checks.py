@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .base import CLOSE_CALL
 from .labels import LV_MYO, LV_POOL, RV_POOL
 
 VERDICTS = ("pass", "warn", "fail")
@@ -47,6 +48,9 @@ RANGES: dict[str, Range] = {
     "area_jump": Range((0, 0.6), (0, 0.85), "sections change smoothly from slice to slice"),
     # Tissue the plausibility rules removed (ml): the network saw heart where none can be.
     "removed_ml": Range((0, 10), (0, 50), "bvmesh.plausibility removals"),
+    # How much likelier the detected base is than the runner-up (log-likelihood; only
+    # when detected): below CLOSE_CALL the runner-up is a real alternative, worth a look.
+    "base_margin": Range((CLOSE_CALL, 1e9), (0, 1e9), "bvmesh.base: a close call between two slices"),
 }
 
 

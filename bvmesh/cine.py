@@ -74,21 +74,22 @@ class CineResult:
         return {k: [f.report["measurements"][k] for f in self.frames] for k in CURVES}
 
 
-def segment_cine(source: str | os.PathLike | io.Cine, *, ed: int | None = None,
+def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | None = None, *,
+                 ed: int | None = None,
                  es: int | None = None, height_cm: float | None = None,
                  weight_kg: float | None = None, temporal: bool = True,
                  weights: str | os.PathLike | None = None, model=None, device: str = "auto",
                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
-                 **options) -> CineResult:
+                 **fields) -> CineResult:
     """Segment every frame of a cine (4D NIfTI or a multi-phase DICOM folder).
 
-    ``options`` are :class:`bvmesh.pipeline.SegmentOptions` fields (``base_slice``,
-    ``roi``, ...), as for :func:`bvmesh.segment`; one geometry serves every frame.
+    ``options`` (:class:`bvmesh.pipeline.SegmentOptions`) or its fields as keywords, as
+    for :func:`bvmesh.segment`; one geometry serves every frame.
     ``ed``/``es``: 0-based frames to use instead of the largest and smallest LV pool.
     ``height_cm`` and ``weight_kg``: index the function figures to body surface area.
     ``temporal=False`` segments the frames independently (no temporal fusion).
     """
-    opts = SegmentOptions(**options)
+    opts = (options or SegmentOptions()).with_fields(**fields)
     times, lap = timer()
     cine = source if isinstance(source, io.Cine) else io.load_cine(source)
     refuse_label_map(cine.data[..., 0], cine.source)

@@ -70,6 +70,20 @@ def stack_grid(affine: np.ndarray, shape: tuple[int, int, int], *, slice_axis: i
     return StackGrid((n_slices, size, size), m, affine @ m, spacing_mm)
 
 
+def slice_rois(affine: np.ndarray, shape: tuple[int, int, int], *, slice_axis: int,
+               center: tuple[float, float], size: int = 128, spacing_mm: float = 1.25) -> StackGrid:
+    """The ROI of :func:`stack_grid` on each acquired slice: stack slice s is input slice s.
+
+    In-plane it is the stack's isotropic grid; through the stack it steps one input slice,
+    so ``spacing_mm`` is the in-plane spacing only.
+    """
+    grid = stack_grid(affine, shape, slice_axis=slice_axis, base_slice=0, apex_sign=1,
+                      center=center, size=size, spacing_mm=spacing_mm)
+    m = grid.to_input.copy()
+    m[slice_axis, 0] = 1.0
+    return StackGrid((shape[slice_axis], size, size), m, affine @ m, spacing_mm)
+
+
 def heart_extent(areas: np.ndarray, min_fraction: float = 0.05) -> tuple[int, int]:
     """First and last slice whose heart area exceeds ``min_fraction`` of the largest."""
     present = np.flatnonzero(areas > min_fraction * areas.max()) if areas.max() > 0 else []

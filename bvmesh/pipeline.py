@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -56,7 +57,21 @@ def timer():
 @dataclass(frozen=True)
 class SegmentOptions:
     """The choices of one segmentation, shared by :func:`segment` and
-    :func:`bvmesh.cine.segment_cine` (see :func:`segment` for each)."""
+    :func:`bvmesh.cine.segment_cine`.
+
+    ``base_slice``: 0-based index of the base along the slice axis of the file as stored
+    (None: detected, bvmesh.base). ``slice_axis``: the voxel axis through the slices (None:
+    the one of largest spacing). ``roi``: the heart centre in voxel indices along the two
+    in-plane axes (None: found by the locator network). ``propagation=False`` is the
+    paper's ablation (every slice alone); ``fusion`` anchors each propagated mask to the
+    initialisation network's reading of its slice (False: the paper's pure propagation;
+    docs/method.md says why fusion is the default). ``rv_wall_mm``: the geometric RV free
+    wall of a model without that class. ``plausibility``: remove what no heart has
+    (bvmesh.plausibility), listed in the report. ``qc_strict``: a quality-control warning
+    counts as a failure (bvmesh.checks). ``probabilities``: keep the class probabilities on
+    the input grid. ``apex_sign`` (+1 or -1): the apex lies toward increasing or decreasing
+    slice index (None: detected).
+    """
 
     base_slice: int | None = None
     slice_axis: int | None = None
@@ -67,32 +82,27 @@ class SegmentOptions:
     plausibility: bool = True
     qc_strict: bool = False
     probabilities: bool = False
+    apex_sign: int | None = None
+
+    def with_fields(self, **fields) -> SegmentOptions:
+        """These options with ``fields`` changed (a TypeError names an unknown one)."""
+        return dataclasses.replace(self, **fields) if fields else self
 
 
-def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = None,
-            slice_axis: int | None = None, frame: int | None = None,
-            roi: tuple[float, float] | None = None, weights: str | os.PathLike | None = None,
-            model=None, device: str = "auto", propagation: bool = True, fusion: bool = True,
-            rv_wall_mm: float = 3.0, plausibility: bool = True, qc_strict: bool = False,
-            probabilities: bool = False, cache_dir: str | os.PathLike | None = None,
-            offline: bool | None = None) -> SegmentResult:
+def segment(source: str | os.PathLike | io.Volume, options: SegmentOptions | None = None, *,
+            frame: int | None = None, weights: str | os.PathLike | None = None, model=None,
+            device: str = "auto", cache_dir: str | os.PathLike | None = None,
+            offline: bool | None = None, **fields) -> SegmentResult:
     """Segment the LV and RV of one short-axis volume.
 
-    ``base_slice`` is the 0-based index of the base along the slice axis of the file as
-    stored (detected when None); ``roi`` is the heart centre in voxel indices along the
-    two in-plane axes (found by the locator network when None). ``propagation=False`` is
-    the paper's ablation (every slice alone); ``fusion`` anchors each propagated mask to
-    the initialisation network's reading of its slice (``fusion=False``: the paper's pure
-    propagation; see docs/method.md for why fusion is the default). ``model`` (from
-    :func:`bvmesh.load_model`) avoids reloading weights in cohorts; otherwise
-    ``weights`` (registry name, path or URL; None = bundled default) is loaded on ``device``.
-    ``plausibility``: remove what no heart has (bvmesh.plausibility), listed in the report.
-    ``qc_strict``: a quality-control warning counts as a failure (bvmesh.checks).
+    ``options`` (:class:`SegmentOptions`), or any of its fields as keywords
+    (``segment(path, base_slice=3)``), which override it. ``model`` (from
+    :func:`bvmesh.load_model`) avoids reloading weights in cohorts; otherwise ``weights``
+    (registry name, path or URL; None = bundled default) is loaded on ``device``.
     ``frame``: the frame of a 4D input (default 0); :func:`bvmesh.cine.segment_cine`
     segments them all.
     """
-    opts = SegmentOptions(base_slice, slice_axis, roi, propagation, fusion, rv_wall_mm,
-                          plausibility, qc_strict, probabilities)
+    opts = (options or SegmentOptions()).with_fields(**fields)
     times, lap = timer()
     volume = _read(source, frame)
     lap("read")
@@ -105,8 +115,8 @@ def segment(source: str | os.PathLike | io.Volume, *, base_slice: int | None = N
     lap("preprocess")
     from .propagate import segment_stack
 
-    probs = segment_stack(model, stack.image, geo["init_stack"], propagation=propagation,
-                          fusion=fusion)
+    probs = segment_stack(model, stack.image, geo["init_stack"], propagation=opts.propagation,
+                          fusion=opts.fusion)
     lap("network")
     result = finish(volume, probs, grid, geo, model, opts, report_head(volume, weights_info, model, opts))
     lap("postprocess")
@@ -229,6 +239,8 @@ def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict
     removed = sum(r["ml"] for r in report.get("plausibility", []))
     values = measures(labels, volume.spacing, geo["slice_axis"], geo["base_slice"], sign,
                       report["measurements"], removed)
+    margin = geo.get("base_detection", {}).get("margin")
+    values["base_margin"] = margin if margin is not None and np.isfinite(margin) else None
     return assess(values, strict=strict)
 
 
@@ -270,7 +282,11 @@ def slice_geometry(volume: io.Volume, model, opts: SegmentOptions,
     else:
         raise GeometryError(f"{volume.source}: no heart found by the locator; pass --roi I,J "
                             "(heart centre in voxels) and --base-slice")
-    base, sign, apex, base_why = _base_and_apex(volume, areas, base_slice, n)
+    if opts.apex_sign not in (None, 1, -1):
+        raise GeometryError(f"{volume.source}: the apex direction must be +1 or -1, not "
+                            f"{opts.apex_sign}")
+    base, sign, apex, base_why, call = _base_and_apex(volume, model, axis, centre, frames, areas,
+                                                      base_slice, n, opts.apex_sign)
     # The initialisation slice sits halfway from base to apex, on the stack's own grid.
     step = volume.spacing[axis] / model.config["spacing_mm"]
     init_stack = int(round(abs(apex - base) * step / 2))
@@ -278,12 +294,23 @@ def slice_geometry(volume: io.Volume, model, opts: SegmentOptions,
     report_geo = {"slice_axis": axis, "slice_axis_reason": axis_why, "n_slices": n,
                   "base_slice": int(base), "base_reason": base_why,
                   "apex_direction": "increasing index" if sign > 0 else "decreasing index",
+                  "apex_reason": _apex_reason(opts),
                   "apex_slice_estimate": int(apex), "init_slice": round(float(init_slice), 2),
                   "init_reason": "middle of the heart between base and apex (as the paper)",
                   "roi_center_voxels": [round(c, 2) for c in centre], "roi_reason": roi_why,
                   "heart_area_mm2_per_slice": [round(float(a)) for a in areas]}
+    if call is not None:
+        report_geo["base_detection"] = call.as_dict()
     return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
                   "init_stack": init_stack, "report": report_geo}
+
+
+def _apex_reason(opts: SegmentOptions) -> str:
+    if opts.apex_sign is not None:
+        return "given"
+    if opts.base_slice is None:
+        return "the network's sections of the ventricles are smaller at that end"
+    return "the heart runs on longer on that side of the given base"
 
 
 def _locate_heart(model, lgrid: StackGrid, frames: np.ndarray) -> tuple[tuple[float, float], np.ndarray]:
@@ -311,23 +338,35 @@ def _slice_axis(volume: io.Volume, slice_axis: int | None) -> tuple[int, str]:
     return slice_axis, f"axis {slice_axis}: given by --slice-axis"
 
 
-def _base_and_apex(volume: io.Volume, areas: np.ndarray, base_slice: int | None,
-                   n: int) -> tuple[int, int, int, str]:
-    """(base, apex direction +-1, apex slice, why) from the given base or the heart areas."""
+def _base_and_apex(volume: io.Volume, model, axis: int, centre, frames: np.ndarray | None,
+                   areas: np.ndarray, base_slice: int | None, n: int, given_sign: int | None):
+    """(base, apex direction +-1, apex slice, why, the detector's call or None)."""
+    call = None
     if base_slice is None:
         if not areas.any():
             raise GeometryError(f"{volume.source}: cannot detect the base without a located heart; "
                                 "pass --base-slice")
-        base, sign, why = geometry.base_from_areas(areas)
+        from . import base as detector
+
+        first, last = geometry.heart_extent(areas)
+        probs = detector.read_slices(model, volume.data[..., None] if frames is None else frames,
+                                     volume.affine, axis, centre)
+        call, sign = detector.detect(probs, model.classes, model.config["spacing_mm"], areas,
+                                     first, last, given_sign)
+        base = call.base
+        why = (f"heart found on slices {first}..{last}; slice {base} is where the LV myocardium "
+               f"still surrounds the cavity (runner-up {call.runner_up}, "
+               f"log-odds margin {call.margin:.2f})")
     else:
         base, why = base_slice, "given by --base-slice"
-        sign = geometry.apex_sign_from_areas(areas, base) if areas.any() else (1 if base < n / 2 else -1)
+        sign = given_sign or (geometry.apex_sign_from_areas(areas, base) if areas.any()
+                              else (1 if base < n / 2 else -1))
     end = n - 1 if sign > 0 else 0
     if not areas.any():
-        return base, sign, end, why
+        return base, sign, end, why, call
     first, last = geometry.heart_extent(areas)
     apex = last if sign > 0 else first
-    return base, sign, apex if (apex - base) * sign > 0 else end, why
+    return base, sign, apex if (apex - base) * sign > 0 else end, why, call
 
 
 def measurements(labels: np.ndarray, affine: np.ndarray) -> dict:

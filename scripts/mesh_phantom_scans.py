@@ -1,6 +1,6 @@
 """`bvmesh segment`'s mesh on synthetic scans that look like real ones, against their analytic heart.
 
-    python scripts/mesh_phantom_scans.py -o phantom_scans.jsonl [--cases 12] [--png-dir DIR]
+    python scripts/mesh_phantom_scans.py -o phantom_scans.jsonl [--cases 12] [--png-dir DIR] [--weights W]
     python scripts/mesh_phantom_scans.py --table phantom_scans.jsonl
 
 Each case is a short-axis cine-like stack drawn from an analytic biventricular heart:
@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=12)
     ap.add_argument("--png-dir", type=Path, help="also write each case's mesh.png here")
     ap.add_argument("--save", type=Path, help="also write each case's image as NIfTI here")
+    ap.add_argument("--weights", help="model to segment with (default: the bundled one)")
     ap.add_argument("--table", type=Path)
     args = ap.parse_args()
     if args.table:
@@ -256,7 +257,7 @@ def main() -> None:
         sys.exit("give -o FILE (or --table FILE)")
     from bvmesh.pipeline import load_weights
 
-    model, _ = load_weights(None)
+    model, _ = load_weights(args.weights)
     done = set()
     if args.output.exists():
         done = {json.loads(line)["params"]["seed"] for line in args.output.read_text().splitlines()}

@@ -157,3 +157,18 @@ def test_ablation_without_propagation(make_case, tiny_model):
     result = pipeline.segment(case.path, model=tiny_model, roi=case.roi, base_slice=case.base_slice,
                               propagation=False)
     assert result.labels.shape == case.image.shape and result.report["propagation"] is False
+
+
+def test_options_object_and_keywords_agree(make_case, tiny_model):
+    case = make_case("opts", spacing=(1.6, 1.6, 9.0))
+    opts = pipeline.SegmentOptions(base_slice=case.base_slice, roi=case.roi, fusion=False)
+    by_object = pipeline.segment(case.path, opts, model=tiny_model)
+    by_keywords = pipeline.segment(case.path, model=tiny_model, base_slice=case.base_slice,
+                                   roi=case.roi, fusion=False)
+    np.testing.assert_array_equal(by_object.labels, by_keywords.labels)
+    assert by_object.report["fusion"] is False
+    # A keyword overrides the object; an unknown one is an error, not ignored.
+    moved = pipeline.segment(case.path, opts, model=tiny_model, base_slice=case.base_slice - 1)
+    assert moved.report["slices"]["base_slice"] == case.base_slice - 1
+    with pytest.raises(TypeError, match="base_slices"):
+        pipeline.segment(case.path, opts, model=tiny_model, base_slices=3)

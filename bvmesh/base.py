@@ -1,0 +1,204 @@
+"""The base slice and the apex direction, read from the image.
+
+ACDC's labels (and most manual contours) start at the most basal slice on which the LV
+myocardium still surrounds the LV cavity; the slices above it (left atrium, outflow
+tracts) are not ventricle. The detector reads each acquired slice of the heart's ROI
+with the initialisation network and describes it by a few numbers (:func:`slice_features`:
+how much of the LV pool's rim is myocardium, how the sections change toward the next
+slice, how sure the network is). A logistic model of "this slice lies above the base"
+(:data:`MODEL`, fitted on held-out-free ACDC subjects by ``scripts/base_detection.py
+fit``) gives each candidate slice a probability; the base is the first candidate, from
+the base end, more likely not above the base than above it (the labels' definition: the
+most basal slice that is ventricle), and how far one slice's log-odds are from flipping
+the call says how close it was.
+
+The apex lies at the end of the heart's slice range where the network's sections (LV
+pool, LV myocardium, RV pool) are smaller: the ventricles taper to the apex.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: The features of one slice, in the order of :data:`MODEL`'s weights.
+FEATURES = ("rim_myocardium", "rim_angles", "myo_change", "pool_change", "heart_change",
+            "myo_of_largest", "heart_of_largest", "rv_share", "confidence", "myo_confidence")
+
+#: Logistic model of P(slice above the base) on standardised features: (means, scales,
+#: weights, intercept). Fitted by ``python scripts/base_detection.py fit features.jsonl``
+#: on the 80 training subjects (160 volumes) of ACDC fold 0, features from that fold's
+#: model (runs/fold0-vendor); positives weighted x2 (a scan with slices above its base is
+#: the rarer case, and a base one slice too high costs more volume than one too low).
+MODEL = {
+    "means": (0.9399, 0.9648, -0.1453, -0.04241, -0.01434, 0.8118, 0.8749, 0.4267, 0.9124, 0.8772),
+    "scales": (0.1587, 0.1223, 0.3179, 0.3613, 0.2775, 0.2052, 0.1667, 0.1302, 0.04454, 0.08463),
+    "weights": (0.138, -0.03618, 0.331, -0.1767, -0.0972, -1.226, -0.6075, -0.1707, -0.2387, -0.7347),
+    "intercept": -3.493,
+}
+
+#: Candidate slices: one slice beyond the basal end of the located heart, that end and the
+#: next CANDIDATES - 1 toward the apex (ACDC's labelled base lies 0-2 slices inside it).
+CANDIDATES = 5
+
+#: A call that one slice's log-odds change by less than this would flip is close: that
+#: slice's P(above the base) is within 0.27-0.73.
+CLOSE_CALL = 1.0
+
+#: Areas below this (mm^2) count as no section when taking ratios between slices.
+_AREA_FLOOR = 100.0
+
+
+@dataclass(frozen=True)
+class BaseCall:
+    """The detected base (input slice index), the runner-up and each candidate's P(above)."""
+
+    base: int
+    runner_up: int | None
+    margin: float  # log-odds that would have to change sign for the runner-up to win
+    candidates: tuple[int, ...]
+    p_above: tuple[float, ...]  # per candidate
+
+    @property
+    def close(self) -> bool:
+        return self.runner_up is not None and self.margin < CLOSE_CALL
+
+    def as_dict(self) -> dict:
+        return {"base_slice": self.base, "runner_up": self.runner_up,
+                "margin": round(self.margin, 3) if np.isfinite(self.margin) else None,
+                "close_call": self.close,
+                "candidates": list(self.candidates),
+                "p_above_base": [round(p, 3) for p in self.p_above]}
+
+
+def sections(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float) -> dict[str, np.ndarray]:
+    """Per-slice areas (mm²) of each class in the network's reading, (n, K+1, H, W) probs."""
+    labels = probs.argmax(1)
+    return {c: (labels == i + 1).sum((1, 2)) * spacing_mm ** 2 for i, c in enumerate(classes)}
+
+
+def slice_features(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
+                   heart_areas: np.ndarray) -> np.ndarray:
+    """:data:`FEATURES` of every slice, (n, len(FEATURES)).
+
+    ``probs`` (n, K+1, H, W): the initialisation network on each acquired slice, ordered
+    from the base end toward the apex end; ``heart_areas`` (n,): the locator's heart
+    area per slice (mm²), in the same order. The change features compare a slice with the
+    next one toward the apex.
+    """
+    labels = probs.argmax(1)
+    pool_v, myo_v = 1 + classes.index("lv_pool"), 1 + classes.index("lv_myo")
+    area = sections(probs, classes, spacing_mm)
+    pool, myo = area["lv_pool"], area["lv_myo"]
+    rv = area.get("rv_pool", np.zeros_like(pool))
+    heart = np.asarray(heart_areas, float)
+    nxt = np.r_[np.arange(1, len(pool)), len(pool) - 1]
+
+    def change(a: np.ndarray) -> np.ndarray:
+        return np.log((a + _AREA_FLOOR) / (a[nxt] + _AREA_FLOOR))
+
+    rims = np.array([_rim_closure(lab == pool_v, lab == myo_v) for lab in labels]).reshape(-1, 2)
+    confidence = [float(p.max(0)[lab > 0].mean()) if (lab > 0).any() else 1.0
+                  for p, lab in zip(probs, labels)]
+    myo_confidence = [float(p[myo_v][lab == myo_v].mean()) if (lab == myo_v).any() else 0.0
+                      for p, lab in zip(probs, labels)]
+    return np.column_stack([rims[:, 0], rims[:, 1], change(myo), change(pool), change(heart),
+                            myo / (myo.max() + 1), heart / (heart.max() + 1),
+                            rv / (rv + pool + myo + _AREA_FLOOR), confidence, myo_confidence])
+
+
+def _rim_closure(pool: np.ndarray, myo: np.ndarray) -> tuple[float, float]:
+    """Share of the LV pool's 2-pixel rim that is myocardium, and share of 36 angular
+    sectors around the pool's centre (within 40 pixels) that hold myocardium."""
+    if pool.sum() <= 5:
+        return 0.0, 0.0
+    rim = ndimage.binary_dilation(pool, iterations=2) & ~pool
+    cy, cx = np.argwhere(pool).mean(0)
+    ys, xs = np.nonzero(myo)
+    near = np.hypot(ys - cy, xs - cx) < 40
+    sectors = np.floor((np.arctan2(ys - cy, xs - cx)[near] + np.pi) / (2 * np.pi) * 36).astype(int) % 36
+    return float(myo[rim].mean()), len(np.unique(sectors)) / 36
+
+
+def p_above(features: np.ndarray, model: dict | None = None) -> np.ndarray:
+    """P(slice above the base) of each row of :func:`slice_features`."""
+    m = MODEL if model is None else model
+    z = (features - np.asarray(m["means"])) / np.asarray(m["scales"])
+    return 1.0 / (1.0 + np.exp(-(z @ np.asarray(m["weights"]) + m["intercept"])))
+
+
+def call_base(p: np.ndarray, candidates: list[int]) -> BaseCall:
+    """The base: the first candidate (from the base end) more likely not above the base.
+
+    That is the labels' definition, the most basal slice that is ventricle: a slice the
+    network misreads further toward the apex cannot move it. ``p`` (C,) or, for the
+    frames of a cine, (F, C): the frames' log-odds are averaged. The margin is how far
+    the call is from flipping, in log-odds: the base read as above (runner-up: the next
+    slice) or the slice before it read as not above (runner-up: that slice).
+    """
+    p = np.clip(np.atleast_2d(np.asarray(p, float)), 1e-4, 1 - 1e-4)
+    logit = np.log(p / (1 - p)).mean(0)
+    below = np.flatnonzero(logit < 0)
+    i = int(below[0]) if len(below) else len(logit) - 1
+    flips = {}  # runner-up place -> the log-odds that would have to change sign
+    if i + 1 < len(logit):
+        flips[i + 1] = -logit[i]
+    if i > 0:
+        flips[i - 1] = logit[i - 1]
+    runner = min(flips, key=flips.get) if flips else None
+    return BaseCall(candidates[i], None if runner is None else candidates[runner],
+                    float(flips[runner]) if flips else float("inf"), tuple(candidates),
+                    tuple(float(x) for x in 1 / (1 + np.exp(-logit))))
+
+
+def candidate_slices(first: int, last: int, sign: int, n: int) -> list[int]:
+    """The input slices the base may lie on, from the base end of the heart [first, last]."""
+    end = first if sign > 0 else last
+    return [k for k in (end + sign * (i - 1) for i in range(CANDIDATES + 1)) if 0 <= k < n]
+
+
+def apex_sign(areas: dict[str, np.ndarray], first: int, last: int) -> int:
+    """+1 when the ventricles' sections (summed) are smaller toward increasing index."""
+    total = sum(areas.values())
+    n = max(1, (last - first + 1) // 3)
+    top, bottom = total[first:first + n].mean(), total[last - n + 1:last + 1].mean()
+    return 1 if top >= bottom else -1
+
+
+def read_slices(model, frames: np.ndarray, affine: np.ndarray, slice_axis: int,
+                centre: tuple[float, float]) -> np.ndarray:
+    """The initialisation network on the heart's ROI of every acquired slice of every frame:
+    probabilities (F, n, K+1, H, W), slices in input order. ``frames``: (i, j, k, t)."""
+    from . import geometry, preprocess
+    from .propagate import init_slices
+
+    grid = geometry.slice_rois(affine, frames.shape[:3], slice_axis=slice_axis, center=centre,
+                               size=model.config["size"], spacing_mm=model.config["spacing_mm"])
+    images = np.stack([preprocess.make_stack(frames[..., t], grid).image
+                       for t in range(frames.shape[3])])
+    n = images.shape[1]
+    flat = init_slices(model, images.reshape(-1, *images.shape[2:]), list(range(len(images) * n)))
+    return flat.reshape(len(images), n, *flat.shape[1:])
+
+
+def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
+           heart_areas: np.ndarray, first: int, last: int,
+           sign: int | None = None) -> tuple[BaseCall, int]:
+    """(base call, apex direction) from :func:`read_slices`' probabilities (F frames).
+
+    The located heart spans input slices [first, last]; the frames' log-odds are
+    averaged, so a cine gets one base for its whole cycle. ``sign``: the apex
+    direction when the user gave it.
+    """
+    n = probs.shape[1]
+    areas = [sections(p, classes, spacing_mm) for p in probs]
+    if sign is None:
+        sign = apex_sign({c: np.median([a[c] for a in areas], axis=0) for c in classes}, first, last)
+    candidates = candidate_slices(first, last, sign, n)
+    order = np.arange(n) if sign > 0 else np.arange(n)[::-1]  # base end first
+    at = [k if sign > 0 else n - 1 - k for k in candidates]  # their places in that order
+    p = [p_above(slice_features(frame[order], classes, spacing_mm, heart_areas[order])[at])
+         for frame in probs]
+    return call_base(np.array(p), candidates), sign

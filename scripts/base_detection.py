@@ -1,0 +1,212 @@
+"""The automatic base on held-out ACDC: fit the detector, then measure it.
+
+    # 1. features of the candidate slices, with a fold's model, on its training subjects
+    python scripts/base_detection.py features ACDC/training --weights runs/fold0-vendor/model.pt -o f.jsonl
+    # 2. the logistic model (paste into bvmesh/base.py MODEL)
+    python scripts/base_detection.py fit f.jsonl
+    # 3. held-out subjects of each model, auto base vs the manual one (and Dice both ways);
+    #    for another fold, fit on its own training subjects first (fit f1.jsonl -o d1.json)
+    python scripts/base_detection.py evaluate ACDC/training --weights runs/fold0-vendor/model.pt -o e.jsonl
+    python scripts/base_detection.py evaluate ACDC/training --weights runs/fold1-vendor/model.pt \
+        --detector d1.json -o e.jsonl
+    python scripts/base_detection.py table e.jsonl
+
+The manual base is the most basal slice the labels hold (ACDC labels the LV myocardium
+from the slice where it still surrounds the cavity). Only scans with at least one slice
+above that base say anything about detection; the table gives those apart (exact rate,
+within one, signed error in slices: negative is too basal, ml predicted above the manual
+base), then every volume (LV-myocardium Dice without and with ``--base-slice``), each as
+is and under the vendor-like transforms of scripts/vendor_transforms.py; in brackets the
+previous detector (the end of the located heart with the wider sections), read from the
+same run's per-slice heart areas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from heldout import dice, held_out_volumes
+from vendor_transforms import TRANSFORMS, transform
+
+#: Positives (slices above the base) count twice in the fit; see bvmesh.base.MODEL.
+POSITIVE_WEIGHT = 2.0
+#: L2 penalty on the standardised weights.
+PENALTY = 1.0
+
+
+def manual_base(gt: np.ndarray) -> tuple[int, int]:
+    """(base slice, apex direction) of ACDC labels, slices along the last axis."""
+    from bvmesh.geometry import base_from_areas
+
+    base, sign, _ = base_from_areas((gt > 0).sum((0, 1)).astype(float), 0.0)
+    return base, sign
+
+
+def features(args) -> None:
+    """Candidate-slice features of the model's training subjects, one JSON line a volume."""
+    from bvmesh import base as detector
+    from bvmesh import geometry, io
+    from bvmesh.pipeline import SegmentOptions, load_weights, slice_geometry
+
+    model, _ = load_weights(args.weights, "cpu")
+    held = set(model.record["held_out_subjects"])
+    subjects = sorted(p.name for p in Path(args.data).glob("patient*") if p.name not in held)
+    with args.output.open("w") as out:
+        for case, image, gt in held_out_volumes(args.data, subjects):
+            volume = io.load(image)
+            axis, geo = slice_geometry(volume, model, SegmentOptions(base_slice=0))
+            areas = np.array(geo["report"]["heart_area_mm2_per_slice"], float)
+            first, last = geometry.heart_extent(areas)
+            probs = detector.read_slices(model, volume.data[..., None], volume.affine, axis,
+                                         geo["roi_center"])[0]
+            true_base, sign = manual_base(gt)
+            candidates = detector.candidate_slices(first, last, sign, volume.shape[axis])
+            order = np.arange(len(probs)) if sign > 0 else np.arange(len(probs))[::-1]
+            f = detector.slice_features(probs[order], model.classes, model.config["spacing_mm"],
+                                        areas[order])
+            rows = [f[int(np.flatnonzero(order == k)[0])].tolist() for k in candidates]
+            above = [bool((true_base - k) * sign > 0) for k in candidates]
+            out.write(json.dumps({"case": case, "candidates": candidates, "features": rows,
+                                  "above": above, "base": true_base}) + "\n")
+
+
+def fit(args) -> None:
+    """Weighted, L2-penalised logistic regression on standardised features; prints MODEL."""
+    from scipy.optimize import minimize
+
+    from bvmesh.base import FEATURES
+
+    rows = [json.loads(line) for line in args.features.read_text().splitlines() if line.strip()]
+    # The slices above the base, the base and the next slice: candidates further toward
+    # the apex say nothing new and would swamp the few positives.
+    x, y = [], []
+    for r in rows:
+        n_above = sum(r["above"])
+        for f, a in list(zip(r["features"], r["above"]))[:n_above + 2]:
+            x.append(f)
+            y.append(float(a))
+    x, y = np.array(x), np.array(y)
+    mean, scale = x.mean(0), x.std(0) + 1e-9
+    z = np.c_[(x - mean) / scale, np.ones(len(x))]
+    w_sample = np.where(y > 0, POSITIVE_WEIGHT, 1.0)
+
+    def loss(w):
+        t = z @ w
+        return np.sum(w_sample * (np.logaddexp(0, t) - y * t)) + PENALTY * np.sum(w[:-1] ** 2)
+
+    w = minimize(loss, np.zeros(z.shape[1]), method="L-BFGS-B").x
+    if args.output:
+        args.output.write_text(json.dumps({"means": mean.tolist(), "scales": scale.tolist(),
+                                           "weights": w[:-1].tolist(), "intercept": float(w[-1])}))
+    print(f"# {len(rows)} volumes, {len(y)} candidate slices, {int(y.sum())} above the base")
+    print("MODEL = {")
+    for key, values in (("means", mean), ("scales", scale), ("weights", w[:-1])):
+        print(f'    "{key}": (' + ", ".join(f"{v:.4g}" for v in values) + "),")
+    print(f'    "intercept": {w[-1]:.4g},')
+    print("}")
+    print("# features:", ", ".join(FEATURES))
+
+
+def evaluate(args) -> None:
+    """Held-out volumes: the auto base, the manual one, ml above it, Dice both ways."""
+    from bvmesh import io
+    from bvmesh.errors import BvmeshError
+    from bvmesh.geometry import base_from_areas
+    from bvmesh.pipeline import load_weights, segment
+
+    if args.detector:  # a detector fitted on this fold's training subjects (fit -o)
+        import bvmesh.base
+
+        bvmesh.base.MODEL = json.loads(args.detector.read_text())
+    model, _ = load_weights(args.weights, "cpu")
+    rng = np.random.default_rng(0)
+    with args.output.open("a") as out:
+        for case, image, gt in held_out_volumes(args.data, model.record["held_out_subjects"]):
+            volume = io.load(image)
+            true_base, sign = manual_base(gt)
+            names = TRANSFORMS if true_base not in (0, gt.shape[2] - 1) else TRANSFORMS[:1]  # detection only
+            for name in names:
+                v = dataclasses.replace(volume, data=transform(name, volume.data, volume.spacing, rng))
+                top = 0 if sign > 0 else gt.shape[2] - 1
+                row = {"case": case, "transform": name, "weights": str(args.weights),
+                       "true_base": true_base, "above_slices": abs(true_base - top)}
+                try:
+                    auto = segment(v, model=model)
+                    # Dice both ways is compared on the untransformed volumes only.
+                    given = segment(v, model=model, base_slice=true_base) if name == TRANSFORMS[0] \
+                        else None
+                except BvmeshError as e:
+                    row["error"] = str(e)
+                    out.write(json.dumps(row) + "\n")
+                    continue
+                geo = auto.report["slices"]
+                above = (np.arange(gt.shape[2]) - true_base) * sign < 0
+                # The previous detector: the end of the located heart with the wider sections.
+                areas = np.array(geo["heart_area_mm2_per_slice"], float)
+                width_base = base_from_areas(areas)[0]
+                row.update(base=geo["base_slice"], detection=geo.get("base_detection"),
+                           error=int((geo["base_slice"] - true_base) * sign),
+                           width_error=int((width_base - true_base) * sign),
+                           ml_above=float((auto.labels[..., above] > 0).sum()
+                                          * abs(np.linalg.det(volume.affine[:3, :3])) / 1000),
+                           dice_auto=dice(auto.labels, gt)["lv_myo"],
+                           dice_given=dice(given.labels, gt)["lv_myo"] if given else None)
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+
+
+def table(args) -> None:
+    """Markdown rows per transform: the detector, and the previous width rule beside it."""
+    rows = [json.loads(line) for p in args.results for line in p.read_text().splitlines()
+            if line.strip()]
+    print("| transform | scans with slices above the base | exact | within one | mean signed "
+          "error (slices) | median ml above the manual base | worst error |")
+    print("|---|---|---|---|---|---|---|")
+    for name in TRANSFORMS:
+        sel = [r for r in rows if r["transform"] == name and r["above_slices"] > 0 and "base" in r]
+        if not sel:
+            continue
+        err, old = np.array([r["error"] for r in sel]), np.array([r["width_error"] for r in sel])
+        print(f"| {name} | {len(sel)} | {np.mean(err == 0):.0%} (width rule {np.mean(old == 0):.0%}) | "
+              f"{np.mean(abs(err) <= 1):.0%} ({np.mean(abs(old) <= 1):.0%}) | {err.mean():+.2f} "
+              f"({old.mean():+.2f}) | {np.median([r['ml_above'] for r in sel]):.1f} | "
+              f"{err[np.argmax(abs(err))]:+d} ({old[np.argmax(abs(old))]:+d}) |")
+    every = [r for r in rows if r["transform"] == TRANSFORMS[0] and "base" in r]
+    err = np.array([r["error"] for r in every])
+    auto, given = ([r[k] for r in every] for k in ("dice_auto", "dice_given"))
+    print(f"\nEvery volume as is ({len(every)}): exact {np.mean(err == 0):.0%}, within one "
+          f"{np.mean(abs(err) <= 1):.0%}; LV-myocardium Dice mean {np.mean(auto):.4f} auto vs "
+          f"{np.mean(given):.4f} with --base-slice (median {np.median(auto):.4f} vs "
+          f"{np.median(given):.4f})")
+    old = np.array([r["width_error"] for r in every])
+    print(f"The width rule on every volume: exact {np.mean(old == 0):.0%}, within one "
+          f"{np.mean(abs(old) <= 1):.0%}")
+    wrong = [f"{r['case']} {r['error']:+d}" for r in every if r["error"]]
+    print("off:", ", ".join(wrong) or "none")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("features", "evaluate"):
+        p = sub.add_parser(name)
+        p.add_argument("data")
+        p.add_argument("--weights", required=True)
+        p.add_argument("-o", "--output", type=Path, required=True)
+        if name == "evaluate":
+            p.add_argument("--detector", type=Path, help="fitted model (fit -o) instead of "
+                           "bvmesh.base.MODEL")
+    fit_parser = sub.add_parser("fit")
+    fit_parser.add_argument("features", type=Path)
+    fit_parser.add_argument("-o", "--output", type=Path, help="also write the model as JSON")
+    sub.add_parser("table").add_argument("results", type=Path, nargs="+")
+    args = parser.parse_args()
+    {"features": features, "fit": fit, "evaluate": evaluate, "table": table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
