@@ -1,6 +1,6 @@
 """Speed and memory of `bvmesh segment` on an ACDC-sized volume.
 
-    python benchmarks/bench_segment.py INPUT.nii.gz [INPUT2 ...] [--weights W] [--repeats 5]
+    python benchmarks/bench_segment.py INPUT.nii.gz [INPUT2 ...] [--weights W] [--repeats 5] [--workers 2]
 
 Measures, with medians over ``--repeats``:
 1. network inference alone (initialisation + propagation on the isotropic stack),
@@ -8,7 +8,8 @@ Measures, with medians over ``--repeats``:
 2. the whole `bvmesh segment` command (read, locate, segment, labels, mesh, qc, report)
    from a cold process, wall time, and its peak resident memory;
 3. cohort throughput: all inputs (repeated to at least 10 cases) in one
-   `bvmesh segment` call, seconds per case.
+   `bvmesh segment` call, seconds per case; again with ``--workers N`` for each N of
+   ``--workers`` (default 2).
 Prints a Markdown table. Torch uses its default thread count (2 on a 2-core machine).
 """
 
@@ -70,7 +71,8 @@ def cold_cli_seconds(path: str, weights: str | None, repeats: int) -> tuple[floa
     return statistics.median(times), peak
 
 
-def cohort_seconds_per_case(paths: list[str], weights: str | None) -> tuple[float, int]:
+def cohort_seconds_per_case(paths: list[str], weights: str | None,
+                            workers: int = 1) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         links = []
         for i in range(max(10, len(paths))):
@@ -79,7 +81,7 @@ def cohort_seconds_per_case(paths: list[str], weights: str | None) -> tuple[floa
             link.symlink_to(src.resolve())
             links.append(str(link))
         cmd = [sys.executable, "-m", "bvmesh", "segment", *links, "-o", str(Path(tmp) / "out"),
-               "--device", "cpu"]
+               "--device", "cpu", "--workers", str(workers)]
         if weights:
             cmd += ["--weights", weights]
         t0 = time.perf_counter()
@@ -92,12 +94,15 @@ def main() -> None:
     parser.add_argument("inputs", nargs="+")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, nargs="*", default=[2],
+                        help="also time the cohort with these --workers counts")
     args = parser.parse_args()
     import torch
 
     net, warm_total, depth = network_seconds(args.inputs[0], args.weights, args.repeats)
     cold, peak = cold_cli_seconds(args.inputs[0], args.weights, args.repeats)
     per_case, n = cohort_seconds_per_case(args.inputs, args.weights)
+    per_case_w = {w: cohort_seconds_per_case(args.inputs, args.weights, w)[0] for w in args.workers}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"input: {args.inputs[0]} ({depth} isotropic stack slices); medians of {args.repeats}\n")
@@ -106,9 +111,12 @@ def main() -> None:
     print(f"| segment() in a warm process, no writing | {warm_total:.3f} |")
     print(f"| `bvmesh segment` cold process, wall (all outputs) | {cold:.2f} |")
     print(f"| cohort of {n} cases, one call, per case | {per_case:.2f} |")
+    for w, t in per_case_w.items():
+        print(f"| the same cohort with `--workers {w}`, per case | {t:.2f} |")
     print(f"\npeak resident memory of a cold `bvmesh segment`: {peak:.0f} MB")
     print(json.dumps({"network_s": net, "warm_segment_s": warm_total, "cold_cli_s": cold,
-                      "cohort_s_per_case": per_case, "peak_mb": peak}))
+                      "cohort_s_per_case": per_case, "peak_mb": peak,
+                      "cohort_s_per_case_workers": per_case_w}))
 
 
 if __name__ == "__main__":

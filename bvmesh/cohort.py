@@ -1,5 +1,6 @@
-"""Many cases in one call: input discovery, per-case base slices, one model load, a
-failed case reported and the run going on, and a summary (rows + summary.csv).
+"""Many cases in one call: input discovery, per-case base slices, shards, one model load
+per process, a failed case reported and the run going on, and a summary (rows +
+summary.csv). Running the cases themselves (here or in worker processes): bvmesh.cases.
 """
 
 from __future__ import annotations
@@ -18,50 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import io
-from .cine import CineResult
-from .errors import BvmeshError, InputError, Interrupted, LabelMapInput
-from .outputs import REPORT, MeshOptions, prepare_dir, write_case, write_cine_case
+from .cases import SUMMARY_FIELDS, CaseOutcome, Segmenter, run_cases
+from .errors import InputError, Interrupted
+from .outputs import MeshOptions, prepare_dir
 
 log = logging.getLogger(__name__)
 
+# CaseOutcome and Segmenter live in bvmesh.cases; a cohort's users find them here too.
+__all__ = ["CaseOutcome", "Segmenter", "discover", "case_names", "read_base_slices",
+           "check_base_slices", "Shard", "merge_summaries", "run", "write_summary", "exit_code",
+           "remove_stale_partials"]
+
 #: A hidden partial case folder older than this (s) is a killed run's leftover.
 STALE_PARTIAL_S = 600.0
-
-SUMMARY_FIELDS = ("case", "status", "qc", "qc_checks", "input", "base_slice", "lv_pool_ml",
-                  "lv_myo_ml", "rv_pool_ml", "rv_myo_ml", "lv_mass_g", "ed_frame", "es_frame",
-                  "lv_ef_pct", "rv_ef_pct", "mesh_passed", "seconds", "message")
-VOLUME_FIELDS = ("lv_pool_ml", "lv_myo_ml", "rv_pool_ml", "rv_myo_ml", "lv_mass_g")
-
-
-@dataclass(frozen=True)
-class CaseOutcome:
-    case: str
-    input: str
-    status: str  # ok | failed | skipped | mesh-failed
-    message: str = ""
-    report: dict | None = None
-    seconds: float = 0.0
-
-    @property
-    def qc_failed(self) -> list[str]:
-        return list((self.report or {}).get("qc", {}).get("failed", []))
-
-    def row(self) -> dict:
-        r = self.report or {}
-        m = r.get("measurements", {})
-        mesh = r.get("mesh", {}).get("quality", {})
-        qc = r.get("qc", {})
-        cine, function = r.get("cine", {}), r.get("function", {})
-        return {"case": self.case, "status": self.status, "qc": qc.get("verdict", ""),
-                "qc_checks": " ".join(qc.get("failed", []) + qc.get("warned", [])),
-                "input": self.input, "base_slice": r.get("slices", {}).get("base_slice", ""),
-                **{k: m.get(k, "") for k in VOLUME_FIELDS},
-                "ed_frame": cine.get("ed", {}).get("frame", ""),
-                "es_frame": cine.get("es", {}).get("frame", ""),
-                **{k: function.get(k, "") for k in ("lv_ef_pct", "rv_ef_pct")},
-                "mesh_passed": mesh.get("passed", ""), "seconds": round(self.seconds, 2),
-                "message": self.message}
-
 
 def discover(inputs: Iterable[str]) -> list[Path]:
     """Files, folders of images, DICOM series folders and glob patterns -> image paths.
@@ -116,17 +86,26 @@ def check_base_slices(base_slices: dict[str, int], names: list[str], source: str
 
 
 def read_base_slices(path: str | os.PathLike) -> dict[str, int]:
-    """A CSV with columns ``case,base_slice`` (a header row is optional)."""
+    """A CSV of ``case,base_slice`` rows; or any CSV whose header names a ``case`` and a
+    ``base_slice`` column, such as a run's summary.csv with a few bases corrected."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such base-slice CSV")
     out: dict[str, int] = {}
+    columns = (0, 1)
     with path.open(newline="") as fh:
         for i, row in enumerate(csv.reader(fh)):
-            if not row or row[0].strip().startswith("#") or (i == 0 and row[0].strip() == "case"):
+            cells = [c.strip() for c in row]
+            if not cells or cells[0].startswith("#"):
                 continue
+            if i == 0 and "case" in cells:
+                if "base_slice" in cells:
+                    columns = (cells.index("case"), cells.index("base_slice"))
+                continue
+            if len(cells) > max(columns) and not cells[columns[1]]:
+                continue  # no base for this case (a failed case in a summary): detect it
             try:
-                out[row[0].strip()] = int(row[1])
+                out[cells[columns[0]]] = int(cells[columns[1]])
             except (IndexError, ValueError):
                 raise InputError(f"{path}:{i + 1}: expected 'case,base_slice', got {row}") from None
     return out
@@ -200,9 +179,11 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
         skip_existing: bool = False, probabilities: bool = False,
         mesh: MeshOptions | None = MeshOptions(),
         on_case: Callable[[CaseOutcome], None] | None = None,
-        summary_name: str = "summary.csv", alone: bool | None = None) -> list[CaseOutcome]:
+        summary_name: str = "summary.csv", alone: bool | None = None,
+        workers: int = 1) -> list[CaseOutcome]:
     """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult
-    (or a CineResult, written as a cine's folder).
+    (or a CineResult, written as a cine's folder). ``workers`` > 1: that many processes
+    (``segment_one`` must then be a :class:`bvmesh.cases.Segmenter`).
 
     summary.csv (``summary_name``) lists every case, except for a run of one input that
     failed: that is bad input, reported by the caller, and leaves nothing behind (not even
@@ -215,9 +196,9 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
     remove_stale_partials(out)
     outcomes: list[CaseOutcome] = []
     try:
-        _run_cases(paths, out, segment_one, outcomes, base_slices=base_slices,
-                   base_slice=base_slice, skip_existing=skip_existing, probabilities=probabilities,
-                   mesh=mesh, on_case=on_case, alone=alone)
+        run_cases(paths, case_names(paths), out, segment_one, outcomes, base_slices=base_slices,
+                  base_slice=base_slice, skip_existing=skip_existing, probabilities=probabilities,
+                  mesh=mesh, on_case=on_case, alone=alone, workers=workers)
     except KeyboardInterrupt:
         # write_case's own clean-up has removed the case in progress; keep what is finished.
         if outcomes:
@@ -246,47 +227,6 @@ def remove_stale_partials(out: Path) -> list[Path]:
     if removed:
         log.warning("removed %d half-written case folder(s) left by an interrupted run", len(removed))
     return removed
-
-
-def _run_cases(paths, out, segment_one, outcomes, *, base_slices, base_slice, skip_existing,
-               probabilities, mesh, on_case, alone) -> None:
-    """The loop of :func:`run`, appending to ``outcomes`` as cases finish."""
-    for path, case in zip(paths, case_names(paths)):
-        t0 = time.perf_counter()
-        if skip_existing and (out / case / REPORT).is_file():
-            outcome = CaseOutcome(case, str(path), "skipped", "output exists (--skip-existing)")
-        else:
-            base = (base_slices or {}).get(case, base_slice)
-            outcome = _one_case(path, case, out, segment_one, base, t0, alone=alone,
-                                probabilities=probabilities, mesh=mesh)
-        outcomes.append(outcome)
-        if on_case:
-            on_case(outcome)
-
-
-def _one_case(path, case, out, segment_one, base, t0, *, alone, probabilities, mesh) -> CaseOutcome:
-    try:
-        result = segment_one(path, base_slice=base)
-        if isinstance(result, CineResult):
-            write_cine_case(result, out, case, mesh=mesh)
-        else:
-            write_case(result, out, case, probabilities=probabilities, mesh=mesh)
-    except LabelMapInput as exc:  # in a cohort, a label map beside its image is no failure
-        return CaseOutcome(case, str(path), "failed" if alone else "skipped", str(exc), None,
-                           time.perf_counter() - t0)
-    except BvmeshError as exc:
-        return CaseOutcome(case, str(path), "failed", str(exc), None, time.perf_counter() - t0)
-    report = _read_report(out / case)
-    passed = report.get("mesh", {}).get("quality", {}).get("passed", True)
-    return CaseOutcome(case, str(path), "ok" if passed else "mesh-failed",
-                       "" if passed else "mesh failed the quality gate (see report)",
-                       report, time.perf_counter() - t0)
-
-
-def _read_report(folder: Path) -> dict:
-    import json
-
-    return json.loads((folder / REPORT).read_text(encoding="utf-8"))
 
 
 def write_summary(outcomes: list[CaseOutcome], path: Path) -> Path:

@@ -258,9 +258,31 @@ def test_cohort_goes_on_past_a_broken_case_and_resumes(make_case, tiny_weights, 
     statuses = {c["case"]: c["status"] for c in json.loads(second.stdout)["cases"]}
     assert statuses == {"a": "skipped", "b": "skipped", "c": "failed"}
     assert (out / "a" / "labels.nii.gz").stat().st_mtime_ns == stamp
-    assert [r["status"] for r in read_summary(out / "summary.csv").values()] == ["skipped", "skipped",
-                                                                                 "failed"]
+    kept = read_summary(out / "summary.csv")
+    assert [r["status"] for r in kept.values()] == ["skipped", "skipped", "failed"]
+    assert int(kept["b"]["base_slice"]) == b.base_slice and kept["b"]["lv_pool_ml"]  # still listed
+
+    # The run's own summary.csv, one base corrected, re-runs that case alone.
+    fixed = tmp_path / "fixed.csv"
+    with fixed.open("w", newline="") as fh:
+        csv.writer(fh).writerows(_corrected(out / "summary.csv", "b", b.base_slice - 1))
+    third = invoke([cohort, "-o", out, "--base-slices", fixed, "--no-mesh", "--skip-existing",
+                    "--json"], tiny_weights, a.roi)
+    statuses = {c["case"]: c["status"] for c in json.loads(third.stdout)["cases"]}
+    assert statuses == {"a": "skipped", "b": "ok", "c": "failed"}
+    assert json.loads((out / "b" / "report.json").read_text())["slices"]["base_slice"] == b.base_slice - 1
+    assert (out / "a" / "labels.nii.gz").stat().st_mtime_ns == stamp
     assert leftovers(tmp_path) == []
+
+
+def _corrected(summary: os.PathLike, case: str, base: int) -> list[list[str]]:
+    """The rows of a summary.csv with ``case``'s base_slice set to ``base``."""
+    rows = list(csv.reader(summary.open(newline="")))
+    col = rows[0].index("base_slice")
+    for row in rows[1:]:
+        if row[rows[0].index("case")] == case:
+            row[col] = str(base)
+    return rows
 
 
 def test_base_slices_csv_errors_name_the_file(make_case, tiny_weights, tmp_path):
@@ -304,3 +326,27 @@ def test_summary_of_a_folder_without_shards_is_one_line(tmp_path):
     result = runner.invoke(app, ["summary", str(tmp_path)])
     assert result.exit_code == 1
     assert len([x for x in result.stderr.splitlines() if x.strip()]) == 1
+
+
+def test_workers_give_the_same_cases_as_one_process(make_case, tiny_weights, tmp_path):
+    cohort = tmp_path / "cohort"
+    cases = {name: make_case(name, folder=cohort, seed=i) for i, name in enumerate("abc")}
+    broken = cohort / "d.nii.gz"
+    broken.write_bytes(b"not an image")
+    bases = tmp_path / "bases.csv"
+    bases.write_text("".join(f"{n},{c.base_slice}\n" for n, c in cases.items()))
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        result = invoke([cohort, "-o", out, "--base-slices", bases, "--no-mesh", "--json",
+                         "--workers", workers], tiny_weights, cases["a"].roi)
+        assert result.exit_code == 1, result.stderr  # d failed, the others did not
+        runs[workers] = read_summary(out / "summary.csv")
+        assert list(runs[workers]) == ["a", "b", "c", "d"]  # input order, however they finished
+    for name in "abc":
+        one, two = (nib.load(str(tmp_path / f"w{w}" / name / "labels.nii.gz")) for w in (1, 2))
+        np.testing.assert_array_equal(np.asarray(one.dataobj), np.asarray(two.dataobj))
+        assert runs[2][name]["status"] == "ok"
+        assert runs[2][name]["lv_pool_ml"] == runs[1][name]["lv_pool_ml"]
+    assert runs[2]["d"]["status"] == "failed" and "d.nii.gz" in runs[2]["d"]["message"]
+    assert leftovers(tmp_path) == []

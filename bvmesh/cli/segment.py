@@ -26,6 +26,13 @@ def _roi(value: str | None) -> tuple[float, float] | None:
     return i, j
 
 
+def _apex_sign(value: str | None) -> int | None:
+    signs = {"increasing": 1, "decreasing": -1}
+    if value is not None and value not in signs:
+        raise typer.BadParameter(f"--apex-direction takes increasing or decreasing, not {value!r}")
+    return None if value is None else signs[value]
+
+
 MESH_FRAMES = ("ed-es", "all")
 
 
@@ -71,7 +78,10 @@ def segment_command(
                                 "goes to OUTPUT/<case>/."),
     base_slice: int = typer.Option(None, "--base-slice", help="0-based index of the base slice "
                                    "along the slice axis, as stored. Default: detected."),
-    base_slices: Path = typer.Option(None, "--base-slices", help="CSV 'case,base_slice' for cohorts."),
+    base_slices: Path = typer.Option(None, "--base-slices",
+                                     help="CSV 'case,base_slice' for cohorts (a summary.csv works)."),
+    apex_direction: str = typer.Option(None, "--apex-direction", metavar="increasing|decreasing",
+                                       help="Slice index toward the apex (default: detected)."),
     slice_axis: int = typer.Option(None, "--slice-axis", min=0, max=2, help="Voxel axis through the slices "
                                    "(0, 1, 2). Default: the one with the largest spacing."),
     frame: int = typer.Option(None, "--frame", help="Segment this frame (0-based) of a 4D "
@@ -126,6 +136,8 @@ def segment_command(
                               "cases, e.g. a SLURM array's $SLURM_ARRAY_TASK_ID/"
                               "$SLURM_ARRAY_TASK_COUNT; merge with bvmesh summary OUTPUT."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Processes for a cohort, each with its share of the cores."),
     example: bool = typer.Option(False, "--example", help="Segment the shipped example scan."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
@@ -141,7 +153,8 @@ def segment_command(
                            mesh=_mesh_options(mesh, edge_mm, apex, mesh_frames),
                            skip_existing=skip_existing, as_json=as_json, example=example,
                            cine=_cine_options(ed, es, height_cm, weight_kg, temporal),
-                           shard=_shard(shard))
+                           shard=_shard(shard), apex_sign=_apex_sign(apex_direction),
+                           workers=workers)
     raise typer.Exit(code)
 
 
@@ -149,15 +162,14 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
                 mesh, skip_existing, as_json, example, fusion: bool = True,
                 plausibility: bool = True, qc_strict: bool = False, cine: dict | None = None,
-                shard=None) -> int:
+                shard=None, apex_sign: int | None = None, workers: int = 1) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import cohort, io
-    from ..cine import segment_cine
+    from .. import cohort
     from ..errors import InputError
-    from ..pipeline import load_weights, segment
+    from ..pipeline import SegmentOptions
 
     if example:
         from ..examples import EXAMPLE
@@ -172,17 +184,13 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
     alone = len(paths) == 1 and shard is None  # one input: its failure is one error line
     if shard is not None:
         paths = shard.select(paths)
-    model, _ = load_weights(weights, device, cache_dir=cache_dir, offline=offline)
-
-    def one(path, base_slice):
-        options = {"base_slice": base_slice, "slice_axis": slice_axis, "roi": roi,
-                   "propagation": propagation, "fusion": fusion, "rv_wall_mm": rv_wall_mm,
-                   "plausibility": plausibility, "qc_strict": qc_strict,
-                   "probabilities": save_probabilities}
-        image = io.read(path, frame=frame)  # a Cine when the input has several frames
-        if isinstance(image, io.Cine):
-            return segment_cine(image, model=model, **(cine or {}), **options)
-        return segment(image, model=model, **options)
+    options = SegmentOptions(slice_axis=slice_axis, roi=roi, propagation=propagation, fusion=fusion,
+                             rv_wall_mm=rv_wall_mm, plausibility=plausibility, qc_strict=qc_strict,
+                             probabilities=save_probabilities, apex_sign=apex_sign)
+    segmenter = cohort.Segmenter(options, None if weights is None else str(weights), device,
+                                 None if cache_dir is None else str(cache_dir), offline, frame,
+                                 cine or {})
+    segmenter.model()  # bad weights fail before any case; workers then find them cached
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -203,10 +211,11 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
                           soft_wrap=True)
 
         with _sigterm_as_interrupt():
-            outcomes = cohort.run(paths, output, one, base_slices=per_case, base_slice=base_slice,
+            outcomes = cohort.run(paths, output, segmenter, base_slices=per_case, base_slice=base_slice,
                                   skip_existing=skip_existing, probabilities=save_probabilities,
                                   mesh=mesh, on_case=on_case, alone=alone,
-                                  summary_name=shard.summary_name if shard else "summary.csv")
+                                  summary_name=shard.summary_name if shard else "summary.csv",
+                                  workers=workers)
     if alone and outcomes[0].status == "failed":
         # One bad input: one error line, no table (and cohort.run wrote nothing).
         if as_json:
