@@ -6,11 +6,11 @@ tracts) are not ventricle. The detector reads each acquired slice of the heart's
 with the initialisation network and describes it by a few numbers (:func:`slice_features`:
 how much of the LV pool's rim is myocardium, how the sections change toward the next
 slice, how sure the network is). A logistic model of "this slice lies above the base"
-(:data:`MODEL`, fitted on held-out-free ACDC subjects by ``scripts/base_detection.py
-fit``) gives each candidate slice a probability; the base is the first candidate, from
-the base end, more likely not above the base than above it (the labels' definition: the
-most basal slice that is ventricle), and how far one slice's log-odds are from flipping
-the call says how close it was.
+(fitted for each network on the subjects it trained on by ``scripts/base_detection.py
+fit``; :data:`MODEL` for the bundled one) gives each candidate slice a probability; the
+base is the first candidate, from the base end, more likely not above the base than
+above it (the labels' definition: the most basal slice that is ventricle), and how far
+one slice's log-odds are from flipping the call says how close it was.
 
 The apex lies at the end of the heart's slice range where the network's sections (LV
 pool, LV myocardium, RV pool) are smaller: the ventricles taper to the apex.
@@ -28,15 +28,17 @@ FEATURES = ("rim_myocardium", "rim_angles", "myo_change", "pool_change", "heart_
             "myo_of_largest", "heart_of_largest", "rv_share", "confidence", "myo_confidence")
 
 #: Logistic model of P(slice above the base) on standardised features: (means, scales,
-#: weights, intercept). Fitted by ``python scripts/base_detection.py fit features.jsonl``
-#: on the 80 training subjects (160 volumes) of ACDC fold 0, features from that fold's
-#: model (runs/fold0-vendor); positives weighted x2 (a scan with slices above its base is
-#: the rarer case, and a base one slice too high costs more volume than one too low).
+#: weights, intercept), for weights that carry no fit of their own (see
+#: :func:`detector_of`). Fitted for the bundled network on the subjects it trained on,
+#: all 100 of ACDC's (200 volumes, 34 slices above a labelled base): ``python
+#: scripts/base_detection.py features ACDC/training --weights bvmesh-acdc-v1 -o f.jsonl``
+#: then ``fit f.jsonl``. Positives weigh x2 (the rarer case; a base a slice too high adds
+#: an atrial slice's volume).
 MODEL = {
-    "means": (0.9399, 0.9648, -0.1453, -0.04241, -0.01434, 0.8118, 0.8749, 0.4267, 0.9124, 0.8772),
-    "scales": (0.1587, 0.1223, 0.3179, 0.3613, 0.2775, 0.2052, 0.1667, 0.1302, 0.04454, 0.08463),
-    "weights": (0.138, -0.03618, 0.331, -0.1767, -0.0972, -1.226, -0.6075, -0.1707, -0.2387, -0.7347),
-    "intercept": -3.493,
+    "means": (0.9077, 0.9341, -0.2372, -0.1218, -0.1056, 0.7836, 0.8079, 0.4596, 0.921, 0.8637),
+    "scales": (0.2354, 0.2049, 0.52, 0.5296, 0.5402, 0.2542, 0.2391, 0.1574, 0.03915, 0.151),
+    "weights": (0.0951, -0.7625, 0.4557, 0.2709, -0.06487, -1.523, -0.8649, -0.575, -0.2324, -0.3439),
+    "intercept": -3.916,
 }
 
 #: Candidate slices: one slice beyond the basal end of the located heart, that end and the
@@ -122,6 +124,13 @@ def _rim_closure(pool: np.ndarray, myo: np.ndarray) -> tuple[float, float]:
     return float(myo[rim].mean()), len(np.unique(sectors)) / 36
 
 
+def detector_of(model) -> dict:
+    """The logistic model fitted for ``model``'s network (its record's ``base_detector``,
+    written by ``scripts/base_detection.py fit --into``), else :data:`MODEL`: the features
+    come from the network, so each network is best served by its own fit."""
+    return model.record.get("base_detector") or MODEL
+
+
 def p_above(features: np.ndarray, model: dict | None = None) -> np.ndarray:
     """P(slice above the base) of each row of :func:`slice_features`."""
     m = MODEL if model is None else model
@@ -184,13 +193,14 @@ def read_slices(model, frames: np.ndarray, affine: np.ndarray, slice_axis: int,
 
 
 def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
-           heart_areas: np.ndarray, first: int, last: int,
-           sign: int | None = None) -> tuple[BaseCall, int]:
+           heart_areas: np.ndarray, first: int, last: int, sign: int | None = None,
+           detector: dict | None = None) -> tuple[BaseCall, int]:
     """(base call, apex direction) from :func:`read_slices`' probabilities (F frames).
 
     The located heart spans input slices [first, last]; the frames' log-odds are
     averaged, so a cine gets one base for its whole cycle. ``sign``: the apex
-    direction when the user gave it.
+    direction when the user gave it; ``detector``: the logistic model (default
+    :data:`MODEL`).
     """
     n = probs.shape[1]
     areas = [sections(p, classes, spacing_mm) for p in probs]
@@ -199,6 +209,6 @@ def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
     candidates = candidate_slices(first, last, sign, n)
     order = np.arange(n) if sign > 0 else np.arange(n)[::-1]  # base end first
     at = [k if sign > 0 else n - 1 - k for k in candidates]  # their places in that order
-    p = [p_above(slice_features(frame[order], classes, spacing_mm, heart_areas[order])[at])
-         for frame in probs]
+    p = [p_above(slice_features(frame[order], classes, spacing_mm, heart_areas[order])[at],
+                 detector) for frame in probs]
     return call_base(np.array(p), candidates), sign

@@ -300,7 +300,8 @@ def slice_geometry(volume: io.Volume, model, opts: SegmentOptions,
                   "roi_center_voxels": [round(c, 2) for c in centre], "roi_reason": roi_why,
                   "heart_area_mm2_per_slice": [round(float(a)) for a in areas]}
     if call is not None:
-        report_geo["base_detection"] = call.as_dict()
+        report_geo["base_detection"] = {**call.as_dict(), "detector": (
+            "fitted for these weights" if "base_detector" in model.record else "bvmesh.base.MODEL")}
     return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
                   "init_stack": init_stack, "report": report_geo}
 
@@ -352,7 +353,7 @@ def _base_and_apex(volume: io.Volume, model, axis: int, centre, frames: np.ndarr
         probs = detector.read_slices(model, volume.data[..., None] if frames is None else frames,
                                      volume.affine, axis, centre)
         call, sign = detector.detect(probs, model.classes, model.config["spacing_mm"], areas,
-                                     first, last, given_sign)
+                                     first, last, given_sign, detector.detector_of(model))
         base = call.base
         why = (f"heart found on slices {first}..{last}; slice {base} is where the LV myocardium "
                f"still surrounds the cavity (runner-up {call.runner_up}, "

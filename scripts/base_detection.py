@@ -1,14 +1,11 @@
 """The automatic base on held-out ACDC: fit the detector, then measure it.
 
-    # 1. features of the candidate slices, with a fold's model, on its training subjects
+    # 1. features of the candidate slices, with a model, on the subjects it trained on
     python scripts/base_detection.py features ACDC/training --weights runs/fold0-vendor/model.pt -o f.jsonl
-    # 2. the logistic model (paste into bvmesh/base.py MODEL)
-    python scripts/base_detection.py fit f.jsonl
-    # 3. held-out subjects of each model, auto base vs the manual one (and Dice both ways);
-    #    for another fold, fit on its own training subjects first (fit f1.jsonl -o d1.json)
+    # 2. the logistic model, stored in that weights file (or printed, for bvmesh/base.py MODEL)
+    python scripts/base_detection.py fit f.jsonl --into runs/fold0-vendor/model.pt
+    # 3. its held-out subjects, auto base vs the manual one (and Dice both ways)
     python scripts/base_detection.py evaluate ACDC/training --weights runs/fold0-vendor/model.pt -o e.jsonl
-    python scripts/base_detection.py evaluate ACDC/training --weights runs/fold1-vendor/model.pt \
-        --detector d1.json -o e.jsonl
     python scripts/base_detection.py table e.jsonl
 
 The manual base is the most basal slice the labels hold (ACDC labels the LV myocardium
@@ -99,9 +96,14 @@ def fit(args) -> None:
         return np.sum(w_sample * (np.logaddexp(0, t) - y * t)) + PENALTY * np.sum(w[:-1] ** 2)
 
     w = minimize(loss, np.zeros(z.shape[1]), method="L-BFGS-B").x
-    if args.output:
-        args.output.write_text(json.dumps({"means": mean.tolist(), "scales": scale.tolist(),
-                                           "weights": w[:-1].tolist(), "intercept": float(w[-1])}))
+    fitted = {"means": mean.tolist(), "scales": scale.tolist(), "weights": w[:-1].tolist(),
+              "intercept": float(w[-1])}
+    if args.into:  # the detector travels with the network whose features it was fitted on
+        from bvmesh.model import load_model, save_checkpoint
+
+        model = load_model(args.into)
+        record = {**model.record, "base_detector": {**fitted, "fitted_on": f"{len(rows)} volumes"}}
+        save_checkpoint(model, args.into, record)
     print(f"# {len(rows)} volumes, {len(y)} candidate slices, {int(y.sum())} above the base")
     print("MODEL = {")
     for key, values in (("means", mean), ("scales", scale), ("weights", w[:-1])):
@@ -118,10 +120,6 @@ def evaluate(args) -> None:
     from bvmesh.geometry import base_from_areas
     from bvmesh.pipeline import load_weights, segment
 
-    if args.detector:  # a detector fitted on this fold's training subjects (fit -o)
-        import bvmesh.base
-
-        bvmesh.base.MODEL = json.loads(args.detector.read_text())
     model, _ = load_weights(args.weights, "cpu")
     rng = np.random.default_rng(0)
     with args.output.open("a") as out:
@@ -197,12 +195,10 @@ def main() -> None:
         p.add_argument("data")
         p.add_argument("--weights", required=True)
         p.add_argument("-o", "--output", type=Path, required=True)
-        if name == "evaluate":
-            p.add_argument("--detector", type=Path, help="fitted model (fit -o) instead of "
-                           "bvmesh.base.MODEL")
     fit_parser = sub.add_parser("fit")
     fit_parser.add_argument("features", type=Path)
-    fit_parser.add_argument("-o", "--output", type=Path, help="also write the model as JSON")
+    fit_parser.add_argument("--into", type=Path, help="store the fit in this weights file (the "
+                            "network the features came from)")
     sub.add_parser("table").add_argument("results", type=Path, nargs="+")
     args = parser.parse_args()
     {"features": features, "fit": fit, "evaluate": evaluate, "table": table}[args.command](args)

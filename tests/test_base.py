@@ -115,3 +115,16 @@ def test_apex_direction_on_the_command_line(make_case, tmp_path):
     bad = CliRunner().invoke(app, ["segment", str(case.path), "-o", str(tmp_path / "o"),
                                    "--apex-direction", "up"])
     assert bad.exit_code == 2 and not (tmp_path / "o").exists()
+
+
+def test_a_detector_fitted_for_the_weights_is_used():
+    class Weights:
+        record: dict = {}
+
+    weights = Weights()
+    assert detector.detector_of(weights) is detector.MODEL
+    fitted = {**detector.MODEL, "intercept": 5.0}  # everything looks like atrium
+    weights.record = {"base_detector": fitted}
+    assert detector.detector_of(weights) is fitted
+    features = np.zeros((3, len(detector.FEATURES)))
+    assert (detector.p_above(features, fitted) > detector.p_above(features)).all()
