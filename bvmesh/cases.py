@@ -65,8 +65,8 @@ def _runner_up(slices: dict) -> int | str:
     return "" if runner is None else runner
 
 
-#: Models loaded in this process, by (weights, device, cache_dir, offline): a worker loads
-#: its model for the first case and keeps it for the rest.
+#: Models loaded in this process, by (weights, file time, device, cache_dir, offline): a
+#: worker loads its model for the first case and keeps it for the rest.
 _MODELS: dict[tuple, object] = {}
 
 
@@ -90,7 +90,10 @@ class Segmenter:
         """The model, loaded once per process (a bad weights file raises here)."""
         from .pipeline import load_weights
 
-        key = (self.weights, self.device, self.cache_dir, self.offline)
+        # A file rewritten in place (a retrained run) is a different model.
+        stamp = os.stat(self.weights).st_mtime_ns if self.weights and os.path.isfile(self.weights) \
+            else None
+        key = (self.weights, stamp, self.device, self.cache_dir, self.offline)
         if key not in _MODELS:
             _MODELS[key] = load_weights(self.weights, self.device, cache_dir=self.cache_dir,
                                         offline=self.offline)[0]
