@@ -126,7 +126,8 @@ def evaluate(args) -> None:
         for case, image, gt in held_out_volumes(args.data, model.record["held_out_subjects"]):
             volume = io.load(image)
             true_base, sign = manual_base(gt)
-            names = TRANSFORMS if true_base not in (0, gt.shape[2] - 1) else TRANSFORMS[:1]  # detection only
+            # The vendor-like transforms only where the base has slices above it to tell apart.
+            names = TRANSFORMS if true_base not in (0, gt.shape[2] - 1) else TRANSFORMS[:1]
             for name in names:
                 v = dataclasses.replace(volume, data=transform(name, volume.data, volume.spacing, rng))
                 top = 0 if sign > 0 else gt.shape[2] - 1
