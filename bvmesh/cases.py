@@ -5,7 +5,9 @@ A :class:`Segmenter` is plain data (options, weights, device), so a worker proce
 handed one and load its model once; :func:`run_cases` runs the cases one after another,
 or over ``workers`` processes that share the machine's cores. Each case is written to its
 folder by whoever segmented it; the caller gets one :class:`CaseOutcome` per case, in
-input order.
+input order. ``dask=ADDRESS`` sends the cases to a Dask cluster instead (dask.distributed,
+extra ``bvmesh[dask]``): its workers must see the input and output paths (a shared file
+system, as on any cluster) and load the model once each.
 """
 
 from __future__ import annotations
@@ -128,10 +130,13 @@ def run_cases(paths: list[Path], names: list[str], out: Path, segment_one: Calla
               outcomes: list[CaseOutcome], *, base_slices: dict[str, int] | None,
               base_slice: int | None, skip_existing: bool, probabilities: bool,
               mesh: MeshOptions | None, on_case: Callable[[CaseOutcome], None] | None,
-              alone: bool, workers: int = 1) -> None:
+              alone: bool, workers: int = 1, dask: str | None = None) -> None:
     """Run every case, appending to ``outcomes`` as cases finish, then put them in input
-    order. ``workers`` > 1 needs a :class:`Segmenter` (it is sent to the processes)."""
+    order. ``workers`` > 1 or ``dask`` (a scheduler address, or its scheduler file) need a
+    :class:`Segmenter`: it is what is sent to the processes."""
     jobs, order = [], {name: i for i, name in enumerate(names)}
+    if dask:  # another machine resolves relative paths against its own directory
+        paths, out = [p.absolute() for p in paths], out.absolute()
 
     def finished(outcome: CaseOutcome) -> None:
         outcomes.append(outcome)
@@ -147,8 +152,10 @@ def run_cases(paths: list[Path], names: list[str], out: Path, segment_one: Calla
             finished(CaseOutcome(case, str(path), "skipped", "output exists (--skip-existing)", done))
         else:
             jobs.append(_Job(path, case, out, base, alone, probabilities, mesh))
-    if workers > 1 and len(jobs) > 1:
-        _in_workers(jobs, segment_one, workers, finished)
+    if dask and jobs:
+        _on_dask(jobs, _segmenter(segment_one), dask, finished)
+    elif workers > 1 and len(jobs) > 1:
+        _in_workers(jobs, _segmenter(segment_one), workers, finished)
     else:
         for job in jobs:
             finished(one_case(job, segment_one))
@@ -162,8 +169,6 @@ def _in_workers(jobs: list[_Job], segmenter: Segmenter, workers: int,
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    if not isinstance(segmenter, Segmenter):
-        raise TypeError("workers > 1 need a bvmesh.cases.Segmenter to send to the processes")
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked copy of a process that has started torch's thread pool
     # can deadlock.
@@ -187,6 +192,57 @@ def _start_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _segmenter(segment_one: Callable[..., object]) -> Segmenter:
+    if not isinstance(segment_one, Segmenter):
+        raise TypeError("cases run in other processes need a bvmesh.cases.Segmenter to send them")
+    return segment_one
+
+
+def _on_dask(jobs: list[_Job], segmenter: Segmenter, address: str,
+             finished: Callable[[CaseOutcome], None]) -> None:
+    """The jobs as tasks on a Dask cluster; a task that fails (its worker died, a bug) is a
+    failed case, the others go on."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise BvmeshError("sending cases to a Dask cluster needs dask.distributed: "
+                          "pip install 'bvmesh[dask]'") from None
+    where = {"scheduler_file": address} if os.path.isfile(address) else {"address": address}
+    try:
+        client = Client(**where, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise BvmeshError(f"{address}: no Dask scheduler answers there ({exc}); start one "
+                          "(dask scheduler) or give its tcp://HOST:PORT") from None
+    futures: dict = {}
+    try:
+        # pure=False: two cases with equal inputs are still two tasks.
+        futures = {client.submit(_dask_case, job, segmenter, pure=False,
+                                 key=f"bvmesh-{job.case}-{os.getpid()}-{i}"): job
+                   for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                finished(future.result())
+            except Exception as exc:  # noqa: BLE001 - a lost task is one failed row
+                finished(CaseOutcome(job.case, str(job.path), "failed",
+                                     f"its Dask task failed ({type(exc).__name__}: {exc}); run "
+                                     "it again with --skip-existing"))
+    finally:
+        client.cancel(list(futures))  # an interrupted run leaves no task behind
+        client.close()
+
+
+def _dask_case(job: _Job, segmenter: Segmenter) -> CaseOutcome:
+    """One case on a Dask worker: its cores shared by the worker's threads (set once)."""
+    import torch
+    from distributed import get_worker
+
+    share = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+    if torch.get_num_threads() != share:
+        torch.set_num_threads(share)
+    return one_case(job, segmenter)
 
 
 def one_case(job: _Job, segment_one: Callable[..., object]) -> CaseOutcome:

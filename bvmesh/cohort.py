@@ -180,10 +180,12 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
         mesh: MeshOptions | None = MeshOptions(),
         on_case: Callable[[CaseOutcome], None] | None = None,
         summary_name: str = "summary.csv", alone: bool | None = None,
-        workers: int = 1) -> list[CaseOutcome]:
+        workers: int = 1, dask: str | None = None) -> list[CaseOutcome]:
     """Segment every path; ``segment_one(path, base_slice=...)`` returns a SegmentResult
-    (or a CineResult, written as a cine's folder). ``workers`` > 1: that many processes
-    (``segment_one`` must then be a :class:`bvmesh.cases.Segmenter`).
+    (or a CineResult, written as a cine's folder). ``workers`` > 1: that many processes;
+    ``dask``: the cases as tasks on the Dask cluster whose scheduler is at that address (or
+    described by that scheduler file). Both need ``segment_one`` to be a
+    :class:`bvmesh.cases.Segmenter`.
 
     summary.csv (``summary_name``) lists every case, except for a run of one input that
     failed: that is bad input, reported by the caller, and leaves nothing behind (not even
@@ -198,7 +200,8 @@ def run(paths: list[Path], out_dir: str | os.PathLike, segment_one: Callable[...
     try:
         run_cases(paths, case_names(paths), out, segment_one, outcomes, base_slices=base_slices,
                   base_slice=base_slice, skip_existing=skip_existing, probabilities=probabilities,
-                  mesh=mesh, on_case=on_case, alone=alone, workers=workers)
+                  mesh=mesh, on_case=on_case, alone=alone, workers=workers,
+                  dask=dask)
     except KeyboardInterrupt:
         # write_case's own clean-up has removed the case in progress; keep what is finished.
         if outcomes:

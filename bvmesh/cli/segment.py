@@ -138,6 +138,9 @@ def segment_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     workers: int = typer.Option(1, "--workers", min=1,
                                 help="Processes for a cohort, each with its share of the cores."),
+    dask: str = typer.Option(None, "--dask", help="Send the cases to a Dask cluster: its "
+                             "scheduler's tcp://HOST:PORT or scheduler file (needs "
+                             "bvmesh[dask]; workers must see the input and output paths)."),
     example: bool = typer.Option(False, "--example", help="Segment the shipped example scan."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
@@ -154,7 +157,7 @@ def segment_command(
                            skip_existing=skip_existing, as_json=as_json, example=example,
                            cine=_cine_options(ed, es, height_cm, weight_kg, temporal),
                            shard=_shard(shard), apex_sign=_apex_sign(apex_direction),
-                           workers=workers)
+                           workers=workers, dask=dask)
     raise typer.Exit(code)
 
 
@@ -162,7 +165,8 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
                 weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
                 mesh, skip_existing, as_json, example, fusion: bool = True,
                 plausibility: bool = True, qc_strict: bool = False, cine: dict | None = None,
-                shard=None, apex_sign: int | None = None, workers: int = 1) -> int:
+                shard=None, apex_sign: int | None = None, workers: int = 1,
+                dask: str | None = None) -> int:
     """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -175,6 +179,9 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
         from ..examples import EXAMPLE
 
         inputs = [*inputs, str(EXAMPLE)]
+    if dask and workers > 1:
+        raise typer.BadParameter("--workers and --dask: choose one (Dask's workers are the "
+                                 "processes)")
     if not inputs:
         raise typer.BadParameter("no input given: pass image files, folders or globs (or --example)")
     paths = cohort.discover(inputs)
@@ -215,7 +222,7 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
                                   skip_existing=skip_existing, probabilities=save_probabilities,
                                   mesh=mesh, on_case=on_case, alone=alone,
                                   summary_name=shard.summary_name if shard else "summary.csv",
-                                  workers=workers)
+                                  workers=workers, dask=dask)
     if alone and outcomes[0].status == "failed":
         # One bad input: one error line, no table (and cohort.run wrote nothing).
         if as_json:
