@@ -22,15 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bvmesh.dataset import CROP  # noqa: E402
 from bvmesh.labels import classes_present, parse_label_map  # noqa: E402
-from bvmesh.train import (  # noqa: E402
-    TrainConfig,
-    Trainer,
-    find_cases,
-    held_out,
-    load_training_data,
-)
+from bvmesh.train import TrainConfig, Trainer, find_cases, held_out  # noqa: E402
+from bvmesh.train.data import CROP, load_training_data  # noqa: E402
 
 
 def dice_per_class(model, data, classes) -> dict[str, float]:
@@ -64,7 +58,7 @@ def main() -> None:
     classes = classes_present(mapping)
     cfg0 = TrainConfig(fold=args.fold, network="init", iterations=100000,
                        model={"classes": list(classes)})
-    train_cases, test_cases = held_out(find_cases(args.data), cfg0)
+    train_cases, test_cases = held_out(find_cases(args.data), cfg0.fold, cfg0.folds, cfg0.seed)
     train = load_training_data(train_cases, mapping, classes, args.cache)
     test = load_training_data(test_cases, mapping, classes, args.cache)
     results = {}

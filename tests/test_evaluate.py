@@ -442,7 +442,7 @@ def test_recorded_held_out_subjects():
 
 
 def test_case_subjects_are_those_training_records(acdc_like, tmp_path):
-    from bvmesh.dataset import find_cases
+    from bvmesh.train.data import find_cases
 
     data, _ = acdc_like
     pairs = ev.find_image_cases(data)

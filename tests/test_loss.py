@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bvmesh.loss import PAPER_A, PAPER_B, PAPER_T, dice_ce_loss, paper_loss, stabilised_bce
+from bvmesh.train.loss import PAPER_A, PAPER_B, PAPER_T, dice_ce_loss, paper_loss, stabilised_bce
 
 
 def test_paper_constants():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +13,10 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, save_nifti
 
-from bvmesh.dataset import Case, find_cases, stratified_folds
 from bvmesh.model import load_model
 from bvmesh.testing import make_phantom
-from bvmesh.train import TrainConfig, run
+from bvmesh.train import TrainConfig, train
+from bvmesh.train.data import Case, find_cases, stratified_folds
 
 ACDC_OF_BVMESH = np.array([0, 3, 2, 1, 0], np.uint8)  # bvmesh label -> ACDC label
 
@@ -54,12 +58,12 @@ def test_folds_split_subjects_and_spread_each_group():
 
 
 def _config(**kw) -> TrainConfig:
-    return TrainConfig(labels="acdc", folds=3, fold=0, iterations=4, batch_size=2,
-                       checkpoint_every=2, threads=1, model=dict(TINY_CONFIG), **kw)
+    return TrainConfig(**{**dict(labels="acdc", folds=3, fold=0, iterations=4, batch_size=2,
+                                 checkpoint_every=2, threads=1, model=dict(TINY_CONFIG)), **kw})
 
 
 def test_a_short_run_writes_usable_self_describing_weights(acdc_like, tmp_path):
-    path = run(acdc_like, tmp_path / "run", _config(), device=torch.device("cpu"))
+    path = train(acdc_like, tmp_path / "run", _config(), device=torch.device("cpu"))
     model = load_model(path)
     assert model.classes == ("lv_pool", "lv_myo", "rv_pool")
     assert model.record["iterations"] == 4
@@ -69,7 +73,7 @@ def test_a_short_run_writes_usable_self_describing_weights(acdc_like, tmp_path):
 
 
 def test_resume_continues_bit_for_bit(acdc_like, tmp_path):
-    straight = run(acdc_like, tmp_path / "a", _config(), device=torch.device("cpu"))
+    straight = train(acdc_like, tmp_path / "a", _config(), device=torch.device("cpu"))
 
     class Stop(Exception):
         pass
@@ -79,8 +83,8 @@ def test_resume_continues_bit_for_bit(acdc_like, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        run(acdc_like, tmp_path / "b", _config(), device=torch.device("cpu"), on_progress=stop_at_two)
-    resumed = run(acdc_like, tmp_path / "b", _config(), device=torch.device("cpu"), resume=True)
+        train(acdc_like, tmp_path / "b", _config(), device=torch.device("cpu"), on_progress=stop_at_two)
+    resumed = train(acdc_like, tmp_path / "b", _config(), device=torch.device("cpu"), resume=True)
     a, b = load_model(straight).state(), load_model(resumed).state()
     for net in a:
         for name, tensor in a[net].items():
@@ -90,14 +94,14 @@ def test_resume_continues_bit_for_bit(acdc_like, tmp_path):
 def test_resume_refuses_a_different_recipe(acdc_like, tmp_path):
     from bvmesh.errors import BvmeshError
 
-    run(acdc_like, tmp_path / "c", _config(), device=torch.device("cpu"))
+    train(acdc_like, tmp_path / "c", _config(), device=torch.device("cpu"))
     with pytest.raises(BvmeshError, match="different configuration"):
-        run(acdc_like, tmp_path / "c", _config(loss="paper"), device=torch.device("cpu"), resume=True)
+        train(acdc_like, tmp_path / "c", _config(loss="paper"), device=torch.device("cpu"), resume=True)
 
 
 
 def test_vendor_appearance_keeps_shape_and_range_and_changes_the_look():
-    from bvmesh import augment
+    from bvmesh.train import augment
 
     images = torch.rand(6, 5, 64, 64)
     a = augment.appearance(images, torch.Generator().manual_seed(1))
@@ -112,5 +116,41 @@ def test_vendor_appearance_keeps_shape_and_range_and_changes_the_look():
 
 
 def test_vendor_augmentation_is_recorded_in_the_weights(acdc_like, tmp_path):
-    path = run(acdc_like, tmp_path / "v", _config(augment="vendor"), device=torch.device("cpu"))
+    path = train(acdc_like, tmp_path / "v", _config(augment="vendor"), device=torch.device("cpu"))
     assert load_model(path).record["train_config"]["augment"] == "vendor"
+
+
+def _torchrun(args: list[str], cwd) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 -m bvmesh train ...`: two CPU processes
+    on 127.0.0.1 (gloo)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "bvmesh", "train", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_trains_in_two_processes_and_resumes(acdc_like, tmp_path):
+    config = tmp_path / "tiny.toml"
+    widths = ", ".join(f"{k} = {v}" for k, v in TINY_CONFIG.items())
+    config.write_text(f"folds = 3\nbatch_size = 2\ncheckpoint_every = 2\nthreads = 1\n"
+                      f"model = {{ {widths} }}\n")
+    run = tmp_path / "run"
+    args = [str(acdc_like), "-o", str(run), "--config", str(config), "--device", "cpu"]
+    first = _torchrun([*args, "--iterations", "4"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert load_model(run / "model.pt").record["train_config"]["world_size"] == 2
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert len(state["other_ranks"]) == 1  # each process keeps its own draws
+    assert not torch.equal(state["gen"], state["other_ranks"][0]["gen"])  # and drew others
+
+    again = _torchrun([*args, "--iterations", "6", "--resume"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert load_model(run / "model.pt").record["iterations"] == 6
+    logged = [int(r.split(",")[0]) for r in (run / "losses.csv").read_text().splitlines()[1:]]
+    assert logged == [1, 2, 3, 4, 5, 6]
+
+    from bvmesh.errors import BvmeshError
+
+    with pytest.raises(BvmeshError, match="world_size"):  # one process cannot resume it
+        train(acdc_like, run, _config(iterations=8), device="cpu", resume=True)

@@ -47,13 +47,16 @@ def train_command(
                                    "(faster restarts)."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
-    """Train the initialisation and propagation networks; writes OUTPUT/model.pt."""
+    """Train the initialisation and propagation networks; writes OUTPUT/model.pt.
+
+    Several processes: torchrun --standalone --nproc-per-node N -m bvmesh train ...
+    """
     setup_logging(verbose)
     with exit_on_error():
         from dataclasses import fields
 
         from ..errors import InputError
-        from ..train import TrainConfig
+        from ..train import ConfigError, TrainConfig, fold_plan
 
         values = _load_config(config)
         known = {f.name for f in fields(TrainConfig)}
@@ -63,24 +66,12 @@ def train_command(
         given = {"labels": labels, "folds": folds, "network": network, "iterations": iterations,
                  "batch_size": batch_size, "loss": loss, "augment": augment}
         values.update({k: v for k, v in given.items() if v is not None})
-        cfg = TrainConfig(**values)
-        if cfg.network not in ("init", "prop", "both"):
-            raise typer.BadParameter(f"--network {cfg.network!r}: use init, prop or both")
-        if cfg.loss not in ("paper", "dice-ce"):
-            raise typer.BadParameter(f"--loss {cfg.loss!r}: use paper or dice-ce")
-        if cfg.augment not in ("standard", "vendor"):
-            raise typer.BadParameter(f"--augment {cfg.augment!r}: use standard or vendor")
-        if fold in (None, "all"):
-            todo = list(range(cfg.folds)) if fold == "all" else [cfg.fold]
-        elif fold == "none":
-            todo = [None]
-        else:
-            try:
-                todo = [int(fold)]
-            except ValueError:
-                raise typer.BadParameter(f"--fold {fold!r}: a fold number, 'all' or 'none'") from None
-        if any(k is not None and not 0 <= k < cfg.folds for k in todo):
-            raise typer.BadParameter(f"--fold {fold}: the folds are 0..{cfg.folds - 1}")
+        try:
+            cfg = TrainConfig(**values)
+            todo = fold_plan(fold, cfg)
+            cfg.check()
+        except ConfigError as exc:  # a value the options do not allow: bad usage
+            raise typer.BadParameter(f"--{exc}") from None
         for k in todo:
             run_dir = output / f"fold{k}" if len(todo) > 1 else output
             _train_one(data_dir, run_dir, TrainConfig(**{**vars(cfg), "fold": k}), device, resume,
@@ -98,12 +89,14 @@ def _train_one(data_dir, run_dir, cfg, device, resume, cache_dir) -> None:
     )
 
     from ..networks import select_device
-    from ..train import run
+    from ..train import train
+    from ..train.distributed import world_from_env
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
     fold = "all data" if cfg.fold is None else f"fold {cfg.fold}/{cfg.folds}"
-    with Progress(*columns, console=err) as bar:
+    main = world_from_env().main  # under torchrun, one process reports
+    with Progress(*columns, console=err, disable=not main) as bar:
         prep = bar.add_task(f"preparing cases ({fold})", total=None, info="")
         task = bar.add_task(f"training ({fold})", total=cfg.iterations, info="", visible=False)
 
@@ -115,9 +108,10 @@ def _train_one(data_dir, run_dir, cfg, device, resume, cache_dir) -> None:
             bar.update(task, completed=p.iteration, visible=True,
                        info=f"{losses} | {p.rate:.2f} it/s")
 
-        path = run(data_dir, run_dir, cfg, device=select_device(device), resume=resume,
-                   on_progress=on_progress, on_case=on_case, cache_dir=cache_dir)
-    out.print(f"weights: {path}")
+        path = train(data_dir, run_dir, cfg, device=select_device(device), resume=resume,
+                     on_progress=on_progress, on_case=on_case, cache_dir=cache_dir)
+    if main:
+        out.print(f"weights: {path}")
 
 
 def register(app: typer.Typer) -> None:

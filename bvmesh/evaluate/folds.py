@@ -45,12 +45,12 @@ def recorded_held_out(model, source: str | Path) -> tuple[str, ...]:
 def case_subjects(data_dir: str | Path, pairs: Sequence[CasePair]) -> dict[str, str]:
     """The subject of each case of ``pairs`` (from :func:`find_image_cases`).
 
-    Subjects are the ones training recorded: :func:`bvmesh.dataset.find_cases` decides
+    Subjects are the ones training recorded: :func:`bvmesh.train.data.find_cases` decides
     them (the per-subject folder in ACDC, so ED and ES share one). A ground truth it
     does not list (its image is missing) gets the same rule, so that it still shows up
     among its subject's cases, as failed.
     """
-    from ..dataset import find_cases
+    from ..train.data import find_cases
 
     data_dir = Path(data_dir)
     try:

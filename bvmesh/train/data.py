@@ -1,18 +1,19 @@
 """Training data: finding image/label pairs, folds, and preparing each case exactly as
-inference prepares an image (same ROI, isotropic grid and normalisation code).
+inference prepares an image (same ROI, isotropic grid and normalisation code), cached.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import geometry, io, preprocess
-from .errors import InputError
-from .labels import LABEL_OF, to_bvmesh
+from .. import geometry, io, preprocess
+from ..errors import BvmeshError, InputError
+from ..labels import LABEL_OF, to_bvmesh
 
 #: In-plane size of the prepared training crop: larger than the 128 network input so that
 #: rotations, scaling and shifts never run out of image.
@@ -133,3 +134,48 @@ def prepare(case: Case, mapping: dict[int, str], classes: tuple[str, ...],
     loc_mask = preprocess.resample(heart.astype(np.float32), lgrid, mode="constant") > 0.5
     return Prepared(case.name, image.astype(np.float16), (onehot * 255).round().astype(np.uint8),
                     apex, loc_image.astype(np.float16), loc_mask.astype(np.uint8))
+
+
+def held_out(cases: list[Case], fold: int | None, folds: int,
+             seed: int) -> tuple[list[Case], list[Case]]:
+    """(training cases, held-out cases) of ``fold`` of ``folds``; all cases when fold is None."""
+    if fold is None:
+        return cases, []
+    if not 0 <= fold < folds:
+        raise BvmeshError(f"fold {fold} is not in 0..{folds - 1}")
+    test = set(stratified_folds(cases, folds, seed)[fold])
+    return [c for c in cases if c.subject not in test], [c for c in cases if c.subject in test]
+
+
+def load_training_data(cases: list[Case], mapping: dict[int, str], classes: tuple[str, ...],
+                       cache: Path | None = None,
+                       on_case: Callable[[int, int], None] | None = None) -> list[Prepared]:
+    """Prepare every case (reusing ``cache`` npz files when present)."""
+    out = []
+    for i, case in enumerate(cases):
+        path = cache / f"{case.name}.npz" if cache else None
+        if path and path.exists():
+            z = np.load(path)
+            out.append(Prepared(case.name, z["image"], z["onehot"], int(z["apex"]),
+                                z["loc_image"], z["loc_mask"]))
+        else:
+            p = prepare(case, mapping, classes)
+            if path:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, image=p.image, onehot=p.onehot, apex=p.apex, loc_image=p.loc_image,
+                         loc_mask=p.loc_mask)
+            out.append(p)
+        if on_case:
+            on_case(i + 1, len(cases))
+    return out
+
+
+def fingerprint(cases: list[Case]) -> str:
+    """A short hash of the training file names and sizes: which data made these weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for c in cases:
+        for p in (c.image, c.label):
+            h.update(f"{p.name}:{p.stat().st_size};".encode())
+    return h.hexdigest()[:16]

@@ -6,7 +6,10 @@ work per class channel on the softmax probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 
 #: The paper's constants (method.txt, eq. 1-2): p' = a p + b, zero loss within t of the target.
 PAPER_A, PAPER_B, PAPER_T = 0.999, 0.0005, 0.02
@@ -50,3 +53,15 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -
 
 
 LOSSES = {"paper": paper_loss, "dice-ce": dice_ce_loss}
+
+
+def multiscale(loss_fn: Callable, outputs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """The loss at every scale, against the target averaged down to that scale."""
+    total = outputs[0].new_zeros(())
+    for out in outputs:
+        size = out.shape[-1]
+        t = target if target.shape[-1] == size else F.interpolate(
+            target.flatten(0, -4) if target.dim() > 4 else target, size=(size, size), mode="area"
+        ).view(*target.shape[:-2], size, size)
+        total = total + loss_fn(out.flatten(0, -4), t.flatten(0, -4))
+    return total
