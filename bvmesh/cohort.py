@@ -26,7 +26,7 @@ from .outputs import MeshOptions, prepare_dir
 log = logging.getLogger(__name__)
 
 # CaseOutcome and Segmenter live in bvmesh.cases; a cohort's users find them here too.
-__all__ = ["CaseOutcome", "Segmenter", "discover", "case_names", "read_base_slices",
+__all__ = ["CaseOutcome", "Segmenter", "Plan", "plan", "discover", "case_names", "read_base_slices",
            "check_base_slices", "Shard", "merge_summaries", "run", "write_summary", "exit_code",
            "remove_stale_partials"]
 
@@ -140,6 +140,29 @@ class Shard:
         order = sorted(range(len(paths)), key=lambda i: names[i])
         mine = set(order[self.index::self.count])
         return [p for i, p in enumerate(paths) if i in mine]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will segment: its inputs, their bases, where its summary goes."""
+
+    paths: list[Path]
+    base_slices: dict[str, int] | None = None
+    alone: bool = False  # one input, no shard: its failure is the run's error
+    summary_name: str = "summary.csv"
+
+
+def plan(inputs: Iterable[str], *, base_slices: str | os.PathLike | None = None,
+         shard: Shard | None = None) -> Plan:
+    """Discover the inputs, read and check the per-case base slices (a CSV), take the
+    shard's share; raises before any case is segmented."""
+    paths = discover(inputs)
+    per_case = read_base_slices(base_slices) if base_slices else None
+    if per_case:
+        check_base_slices(per_case, case_names(paths), str(base_slices))
+    if shard is None:
+        return Plan(paths, per_case, len(paths) == 1)
+    return Plan(shard.select(paths), per_case, False, shard.summary_name)
 
 
 SHARD_SUMMARY = re.compile(r"summary\.shard-(\d+)-of-(\d+)\.csv$")

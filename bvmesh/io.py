@@ -5,6 +5,10 @@ affine that maps those indices to world millimetres in RAS+ (NIfTI's convention)
 Files read through SimpleITK (LPS+) are converted here and nowhere else. Outputs are
 written with the input's own NIfTI header when there is one, so they overlay the
 input in every viewer exactly as the input itself does.
+
+Longer than the other modules on purpose: every reader (NIfTI, SimpleITK formats, DICOM
+series, multi-phase cines) must end in the same Volume through the same LPS -> RAS rule,
+and split by format that rule would live in several files.
 """
 
 from __future__ import annotations

@@ -19,13 +19,11 @@ def demo_command(
     """Segment the shipped Sunnybrook example (CC0) into OUTPUT/sunnybrook-SC-HF-I-6/."""
     setup_logging(verbose)
     with exit_on_error():
+        from ..cases import Segmenter
         from ..outputs import MeshOptions
 
-        code = run_segment([], output, base_slice=None, base_slices=None, slice_axis=None, frame=None,
-                           roi=None, weights=None, cache_dir=None, offline=True, device=device,
-                           propagation=True, rv_wall_mm=3.0, save_probabilities=False,
-                           mesh=MeshOptions(),
-                           skip_existing=False, as_json=False, example=True)
+        code = run_segment([], output, Segmenter(device=device, offline=True), mesh=MeshOptions(),
+                           example=True)
     raise typer.Exit(code)
 
 

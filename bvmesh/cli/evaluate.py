@@ -104,6 +104,7 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth: Dice, HD95, ASSD, volumes, LV mass, slice-wise
     Dice from base to apex, per case and structure, on the ground truth's slices."""
+    # A long signature: typer reads the options from it; the body checks, calls, prints.
     from .. import evaluate as ev_mod
     from ..errors import InputError
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from .console import device_option, err, exit_on_error, out, setup_logging
+
+if TYPE_CHECKING:  # the library loads torch: imported when the command runs, not for --help
+    from ..cases import CaseOutcome, Segmenter
+    from ..cohort import Shard
+    from ..outputs import MeshOptions
 
 EXIT_CODES = "Exit codes: 0 all cases done; 1 a case failed or bad input; 2 bad usage; " \
              "3 segmented, but a mesh failed its quality gate; 4 a case failed quality control " \
@@ -145,35 +151,38 @@ def segment_command(
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Segment the LV and RV myocardium; write labels, mesh, qc.png and report.json per case."""
+    # A long signature: typer reads the options from it; the body only builds and calls.
     setup_logging(verbose)
     with exit_on_error():
-        code = run_segment(inputs or [], output, base_slice=base_slice, base_slices=base_slices,
-                           slice_axis=slice_axis, frame=frame, roi=_roi(roi), weights=weights,
-                           cache_dir=cache_dir, offline=offline or None, device=device,
-                           propagation=propagation, fusion=fusion, rv_wall_mm=rv_wall_mm,
-                           plausibility=plausibility, qc_strict=qc_strict,
-                           save_probabilities=save_probabilities,
+        from ..cases import Segmenter
+        from ..pipeline import SegmentOptions
+
+        options = SegmentOptions(slice_axis=slice_axis, roi=_roi(roi), propagation=propagation,
+                                 fusion=fusion, rv_wall_mm=rv_wall_mm, plausibility=plausibility,
+                                 qc_strict=qc_strict, probabilities=save_probabilities,
+                                 apex_sign=_apex_sign(apex_direction))
+        segmenter = Segmenter(options, weights, device, None if cache_dir is None else str(cache_dir),
+                              offline or None, frame,
+                              _cine_options(ed, es, height_cm, weight_kg, temporal))
+        code = run_segment(inputs or [], output, segmenter, base_slice=base_slice,
+                           base_slices=base_slices,
                            mesh=_mesh_options(mesh, edge_mm, apex, mesh_frames),
                            skip_existing=skip_existing, as_json=as_json, example=example,
-                           cine=_cine_options(ed, es, height_cm, weight_kg, temporal),
-                           shard=_shard(shard), apex_sign=_apex_sign(apex_direction),
-                           workers=workers, dask=dask)
+                           shard=_shard(shard), workers=workers, dask=dask)
     raise typer.Exit(code)
 
 
-def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, slice_axis, frame, roi,
-                weights, cache_dir, offline, device, propagation, rv_wall_mm, save_probabilities,
-                mesh, skip_existing, as_json, example, fusion: bool = True,
-                plausibility: bool = True, qc_strict: bool = False, cine: dict | None = None,
-                shard=None, apex_sign: int | None = None, workers: int = 1,
-                dask: str | None = None) -> int:
-    """Parse-free body of the command (shared with `bvmesh demo`); returns the exit code."""
-    from rich.markup import escape
+def run_segment(inputs: list[str], output: Path, segmenter: Segmenter, *,
+                base_slice: int | None = None, base_slices: Path | None = None,
+                mesh: MeshOptions | None = None, skip_existing: bool = False,
+                as_json: bool = False, example: bool = False, shard: Shard | None = None,
+                workers: int = 1, dask: str | None = None) -> int:
+    """The command once parsed (shared with `bvmesh demo`): plan, run, print; returns the
+    exit code."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import cohort
     from ..errors import InputError
-    from ..pipeline import SegmentOptions
 
     if example:
         from ..examples import EXAMPLE
@@ -184,52 +193,47 @@ def run_segment(inputs: list[str], output: Path, *, base_slice, base_slices, sli
                                  "processes)")
     if not inputs:
         raise typer.BadParameter("no input given: pass image files, folders or globs (or --example)")
-    paths = cohort.discover(inputs)
-    per_case = cohort.read_base_slices(base_slices) if base_slices else None
-    if per_case:
-        cohort.check_base_slices(per_case, cohort.case_names(paths), str(base_slices))
-    alone = len(paths) == 1 and shard is None  # one input: its failure is one error line
-    if shard is not None:
-        paths = shard.select(paths)
-    options = SegmentOptions(slice_axis=slice_axis, roi=roi, propagation=propagation, fusion=fusion,
-                             rv_wall_mm=rv_wall_mm, plausibility=plausibility, qc_strict=qc_strict,
-                             probabilities=save_probabilities, apex_sign=apex_sign)
-    segmenter = cohort.Segmenter(options, None if weights is None else str(weights), device,
-                                 None if cache_dir is None else str(cache_dir), offline, frame,
-                                 cine or {})
+    todo = cohort.plan(inputs, base_slices=base_slices, shard=shard)
     segmenter.model()  # bad weights fail before any case; workers then find them cached
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("segmenting", total=len(paths))
+        task = bar.add_task("segmenting", total=len(todo.paths))
 
         def on_case(o: cohort.CaseOutcome) -> None:
             bar.advance(task)
-            if alone:
-                return  # a single input's failure is raised below as the one error line
-            if not err.is_terminal:  # a log file or a cluster job: one plain line per case
-                row = o.row()
-                qc = f"qc {row['qc']}" + (f": {row['qc_checks']}" if row["qc_checks"] else "")
-                print(f"{o.case}\t{o.status}\t{qc if row['qc'] else 'qc -'}\t{o.seconds:.1f} s"
-                      + (f"\t{o.message}" if o.message else ""), file=sys.stderr, flush=True)
-            elif o.status == "failed":
-                err.print(f"[red]failed[/] {escape(o.case)}: {escape(o.message)}", highlight=False,
-                          soft_wrap=True)
+            if not todo.alone:  # a single input's failure is raised below as the one error line
+                _print_case(o)
 
         with _sigterm_as_interrupt():
-            outcomes = cohort.run(paths, output, segmenter, base_slices=per_case, base_slice=base_slice,
-                                  skip_existing=skip_existing, probabilities=save_probabilities,
-                                  mesh=mesh, on_case=on_case, alone=alone,
-                                  summary_name=shard.summary_name if shard else "summary.csv",
-                                  workers=workers, dask=dask)
-    if alone and outcomes[0].status == "failed":
+            outcomes = cohort.run(todo.paths, output, segmenter, base_slices=todo.base_slices,
+                                  base_slice=base_slice, skip_existing=skip_existing,
+                                  probabilities=segmenter.options.probabilities, mesh=mesh,
+                                  on_case=on_case, alone=todo.alone,
+                                  summary_name=todo.summary_name, workers=workers, dask=dask)
+    if todo.alone and outcomes[0].status == "failed":
         # One bad input: one error line, no table (and cohort.run wrote nothing).
         if as_json:
             _print_summary(outcomes, output, as_json)
         raise InputError(outcomes[0].message)
-    _print_summary(outcomes, output, as_json, shard.summary_name if shard else "summary.csv")
+    _print_summary(outcomes, output, as_json, todo.summary_name)
     return cohort.exit_code(outcomes)
+
+
+def _print_case(o: CaseOutcome) -> None:
+    """A finished case: one plain line in a log file or a cluster job; on a terminal (where
+    the progress bar runs) only a failure."""
+    from rich.markup import escape
+
+    if not err.is_terminal:
+        row = o.row()
+        qc = f"qc {row['qc']}" + (f": {row['qc_checks']}" if row["qc_checks"] else "")
+        print(f"{o.case}\t{o.status}\t{qc if row['qc'] else 'qc -'}\t{o.seconds:.1f} s"
+              + (f"\t{o.message}" if o.message else ""), file=sys.stderr, flush=True)
+    elif o.status == "failed":
+        err.print(f"[red]failed[/] {escape(o.case)}: {escape(o.message)}", highlight=False,
+                  soft_wrap=True)
 
 
 @contextlib.contextmanager

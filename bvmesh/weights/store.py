@@ -3,6 +3,10 @@
 `resolve` is what the pipeline calls; `install`, `verify` and `inventory` back the
 `bvmesh weights` commands. Only `resolve` and `fetch` may reach the network, only for a file
 that is missing, and never in offline mode.
+
+Longer than the other modules on purpose: resolving, installing and verifying share the
+cache's layout and its write-then-rename protocol (safe for many cluster jobs at once),
+which stays readable in one file.
 """
 
 from __future__ import annotations
