@@ -23,7 +23,7 @@ def __getattr__(name: str):
 
         return segment_cine
     if name == "load_model":
-        from .model import load_model
+        from .pipeline import load_model
 
         return load_model
     raise AttributeError(f"module 'bvmesh' has no attribute {name!r}")

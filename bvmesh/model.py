@@ -5,6 +5,7 @@ file can never execute code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -104,4 +105,9 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> M
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise WeightsError(f"{path}: weights do not match their recorded architecture "
                            f"({str(exc).splitlines()[0]})") from exc
+    # Where the weights came from, for every report they make (a resolved name or URL
+    # overwrites it with the registry's view: bvmesh.pipeline.load_weights).
+    model.source = {"name": None, "path": str(path.resolve()),
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "source": "file",
+                    "classes": list(model.classes)}
     return model.to(torch.device(device)).eval()

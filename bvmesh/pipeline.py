@@ -244,6 +244,13 @@ def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict
     return assess(values, strict=strict)
 
 
+def load_model(weights: str | os.PathLike | None = None, device: str = "auto", *,
+               cache_dir: str | os.PathLike | None = None, offline: bool | None = None):
+    """The model called ``weights`` (registry name, file path or URL; None: the bundled
+    one) on ``device``, its provenance in ``model.source`` (what report.json records)."""
+    return load_weights(weights, device, cache_dir=cache_dir, offline=offline)[0]
+
+
 def load_weights(spec, device: str = "auto", *, cache_dir=None, offline=None):
     """Resolve ``spec`` (name, path, URL, None) and load it on ``device``: (model, info)."""
     from .model import load_model

@@ -39,3 +39,34 @@ def test_bundled_model_segments_a_phantom(make_case):
     assert result.labels.dtype == np.uint8
     assert set(np.unique(result.labels)) <= {0, 1, 2, 3, 4}
     assert result.report["weights"]["sha256"] == REGISTRY[DEFAULT_MODEL].sha256
+
+
+def test_bundled_model_finds_the_heart_of_the_shipped_example():
+    """A broken default model (all background, a flipped axis, the wrong file) fails here:
+    the example is a real heart-failure scan (Sunnybrook SC-HF-I-6), segmented with nothing
+    given, and its volumes must be those of a dilated adult heart."""
+    import bvmesh
+    from bvmesh.examples import EXAMPLE
+
+    result = bvmesh.segment(EXAMPLE, device="cpu")
+    m = result.report["measurements"]
+    assert 100 < m["lv_pool_ml"] < 350  # dilated LV: larger than the normal 60-200 ml
+    assert 80 < m["lv_myo_ml"] < 250
+    assert 40 < m["rv_pool_ml"] < 300
+    assert result.report["qc"]["verdict"] != "fail", result.report["qc"]
+
+
+def test_load_model_takes_a_name_or_a_path_and_records_where_it_came_from(tmp_path):
+    import shutil
+
+    import bvmesh
+
+    by_name = bvmesh.load_model(DEFAULT_MODEL, device="cpu")
+    assert by_name.source["sha256"] == REGISTRY[DEFAULT_MODEL].sha256
+    assert by_name.source["source"] == "bundled"
+    copy = shutil.copy(resolve(None).path, tmp_path / "mine.pt")
+    by_path = bvmesh.load_model(str(copy), device="cpu")
+    assert by_path.source["path"] == str(copy.resolve())
+    assert by_path.source["sha256"] == REGISTRY[DEFAULT_MODEL].sha256
+    # The file-level loader records its file too (report.json's "weights" was {}).
+    assert load_model(copy).source["sha256"] == REGISTRY[DEFAULT_MODEL].sha256
