@@ -22,7 +22,7 @@ BUNDLED_DIR: Path = Path(__file__).resolve().parent
 RELEASE_URL = "https://github.com/bvmesh/bvmesh/releases/download/{tag}/{file}"
 
 #: The model used when the user names none. It ships inside the package: works with no network.
-DEFAULT_MODEL = "bvmesh-acdc-v1"
+DEFAULT_MODEL = "bvmesh-acdc-v2"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: Model names double as folder names under the cache, so keep them filesystem-safe.
@@ -88,25 +88,42 @@ class ModelEntry:
 
 
 _ACDC_V1_FILE = "bvmesh-acdc-v1.pt"
+_ACDC_V2_FILE = "bvmesh-acdc-v2.pt"
 
 #: Every model bvmesh knows by name. Tests replace this dict (monkeypatch) with their own.
 REGISTRY: dict[str, ModelEntry] = {
     e.name: e
     for e in (
         ModelEntry(
+            name="bvmesh-acdc-v2",
+            version="2",
+            file=_ACDC_V2_FILE,
+            urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V2_FILE),),
+            # `sha256sum FILE` and `stat -c %s FILE` of the shipped file (docs/weights.md).
+            sha256="f59720a8c12445aed872ec1fa6ed07bb28a3660b3de552aa74393db122fd0406",
+            size=2376029,
+            classes=("lv_pool", "lv_myo", "rv_pool"),
+            training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
+                          "(2400 iterations, scanner-appearance augmentation; "
+                          "docs/model-card.md)",
+            licence="CC-BY-NC-SA-4.0",
+            description="Default: init + propagation networks of the paper, trained on ACDC "
+                        "with scanner-appearance augmentation",
+            bundled=True,
+        ),
+        ModelEntry(
             name="bvmesh-acdc-v1",
             version="1",
             file=_ACDC_V1_FILE,
             urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V1_FILE),),
-            # `sha256sum FILE` and `stat -c %s FILE` of the shipped file (docs/weights.md).
+            # The default before v2 (bundled until then; in git at commit b6ed1df).
             sha256="41943b075517b98d2ca6237f70a10e5718a5e5921e323612c99248a556a3bae9",
             size=2378143,
             classes=("lv_pool", "lv_myo", "rv_pool"),
             training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
-                          "(2400 iterations on a 2-core CPU; docs/model-card.md)",
+                          "(2400 iterations, standard augmentation)",
             licence="CC-BY-NC-SA-4.0",
-            description="Default: init + propagation networks of the paper, trained on ACDC",
-            bundled=True,
+            description="The first ACDC model (standard augmentation); superseded by v2",
         ),
     )
 }
