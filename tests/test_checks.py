@@ -59,3 +59,17 @@ def test_a_case_failing_qc_exits_4_and_the_summary_names_the_checks(tmp_path):
     cohort.write_summary([ok, failed_qc], tmp_path / "summary.csv")
     text = (tmp_path / "summary.csv").read_text()
     assert "b,ok,fail,lv_pool_ml" in text and "a,ok,pass," in text
+
+
+def test_a_heart_mirrored_against_its_header_is_flagged():
+    """An in-plane axis flipped in the data but not in the affine puts the RV to the
+    patient's left; the right grid with either handedness keeps it right."""
+    for det_sign in (1, -1):
+        ph = make_phantom((1.5, 1.5, 8.0), det_sign=det_sign, truth=False)
+        assert checks.rv_right(ph.labels, ph.affine) > 0.3
+        right_x = np.argmax(np.abs(ph.affine[0, :2]))  # the in-plane axis most along world x
+        mirrored = np.flip(ph.labels, axis=right_x)
+        value = checks.rv_right(mirrored, ph.affine)
+        assert value < 0
+        assert "rv_right" in checks.assess({"rv_right": value})["warned"]
+    assert checks.rv_right(np.zeros((4, 4, 4), np.uint8), np.eye(4)) is None
