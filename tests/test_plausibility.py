@@ -63,3 +63,24 @@ def test_an_rv_piece_away_from_the_septum_is_removed():
     assert any(r.rule == "rv_off_septum" for r in removals)
     # The LV myocardium is never touched by the RV rule.
     assert ((out == LV_MYO) == (labels == LV_MYO)).all()
+
+
+@pytest.mark.parametrize("det_sign", [1, -1])
+def test_a_cone_that_widens_again_below_a_waist_is_removed(det_sign):
+    """The apex narrows to a waist and the network goes on into a fluid-filled stomach
+    below it, widening a pixel a slice (what one layer-to-layer rule lets through)."""
+    labels = np.pad(_stack(det_sign), [(0, 30), (0, 0), (0, 0)])  # room below the apex
+    rows = np.flatnonzero(labels.any(axis=(1, 2)))
+    tip = rows[-1]
+    centre = np.argwhere(labels[tip] > 0).mean(0).round().astype(int)
+    yy, xx = np.mgrid[:labels.shape[1], :labels.shape[2]]
+    cone = np.zeros_like(labels, bool)
+    for k, s in enumerate(range(tip + 1, min(tip + 25, len(labels)))):
+        cone[s] = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= (2 + k) ** 2
+    grown = labels.copy()
+    grown[cone] = LV_MYO
+    out, removals = enforce(grown, 1.25, _middle(labels))
+    assert (out[cone] > 0).sum() < 0.1 * cone.sum(), removals  # a few tip-sized layers at most
+    assert any(r.rule == "apical_growth" and r.structure == "heart" for r in removals)
+    real = labels > 0
+    assert ((out > 0) & real).sum() >= 0.995 * real.sum()  # the heart itself stays
