@@ -18,6 +18,7 @@ pool, LV myocardium, RV pool) are smaller: the ventricles taper to the apex.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,7 @@ class BaseCall:
     margin: float  # log-odds that would have to change sign for the runner-up to win
     candidates: tuple[int, ...]
     p_above: tuple[float, ...]  # per candidate
+    frame_bases: tuple[int, ...] = ()  # a cine's: each frame's own call
 
     @property
     def close(self) -> bool:
@@ -199,7 +201,8 @@ def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
     """(base call, apex direction) from :func:`read_slices`' probabilities (F frames).
 
     The located heart spans input slices [first, last]; the frames' log-odds are
-    averaged, so a cine gets one base for its whole cycle. ``sign``: the apex
+    averaged, so a cine gets one base for its whole cycle (its grid starts there); each
+    frame's own call is in ``frame_bases``. ``sign``: the apex
     direction when the user gave it; ``detector``: the logistic model (default
     :data:`MODEL`).
     """
@@ -212,4 +215,6 @@ def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
     at = [k if sign > 0 else n - 1 - k for k in candidates]  # their places in that order
     p = [p_above(slice_features(frame[order], classes, spacing_mm, heart_areas[order])[at],
                  detector) for frame in probs]
-    return call_base(np.array(p), candidates), sign
+    call = call_base(np.array(p), candidates)
+    own = tuple(call_base(frame_p, candidates).base for frame_p in p)
+    return dataclasses.replace(call, frame_bases=own), sign

@@ -9,9 +9,11 @@ the function figures (volumes, stroke volume, ejection fraction, LV mass).
 
 The paper names temporal consistency as its next step. Here the base, the ROI and the
 stack grid are chosen once per cine, so a frame cannot differ from its neighbour by a
-slice of base or a shifted crop; and each frame's class probabilities are averaged with
-its neighbours' (weights :data:`TEMPORAL_WEIGHTS`, symmetric, so the volume curve is
-smoothed without lag; the cycle is periodic, so the first and last frames are neighbours).
+shifted crop; the base descends toward the apex at end-systole, so a frame whose own
+base call lies one or two slices apical of the cine's loses the slices above it. Each
+frame's class probabilities are averaged with its neighbours' (weights
+:data:`TEMPORAL_WEIGHTS`, symmetric, so the volume curve is smoothed without lag; the
+cycle is periodic, so the first and last frames are neighbours).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ TEMPORAL_WEIGHTS = (0.25, 0.5, 0.25)
 MIN_FUSION_FRAMES = 5
 #: Frames per network call: bounds the memory of a 30-frame cine.
 FRAME_CHUNK = 4
+#: How far (input slices) a frame's own base may lie apical of the cine's: ACDC's manual
+#: base descends 1-2 slices from ED to ES; a frame's own call further off is not trusted.
+FRAME_BASE_SHIFT = 2
 #: The per-frame volumes of volumes.csv and their curves.
 CURVES = ("lv_pool_ml", "lv_myo_ml", "rv_pool_ml", "rv_myo_ml")
 
@@ -112,7 +117,13 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
     def one(t: int) -> SegmentResult:
         volume = cine.frame(t)
         p = fuse(probs, t) if fused else probs[t].astype(np.float32)
-        return finish(volume, p, grid, geo, model, opts, report_head(volume, weights_info, model, opts))
+        own = frame_geo(geo, t, first.spacing[axis] / grid.spacing_mm)
+        if own is geo:
+            return finish(volume, p, grid, geo, model, opts,
+                          report_head(volume, weights_info, model, opts))
+        own_grid = stack_grid(first, model, axis, own)
+        return finish(volume, restack(p, grid, own_grid, axis), own_grid, own, model, opts,
+                      report_head(volume, weights_info, model, opts))
 
     frames = [one(t) for t in range(n)]
     ed, es, phase_why = ed_es([f.report["measurements"]["lv_pool_ml"] for f in frames], ed, es)
@@ -149,6 +160,37 @@ def _network(model, cine: io.Cine, grid, init_stack: int, opts: SegmentOptions, 
             out = np.empty((len(frames), *p.shape[1:]), np.float16)
         out[start:start + len(ts)] = p
     return out
+
+
+def frame_geo(geo: dict, t: int, layers_per_slice: float) -> dict:
+    """The cine's geometry for frame ``t``: with the frame's own base when the detector
+    put it 1 to :data:`FRAME_BASE_SHIFT` slices apical of the cine's (its stack then
+    starts there: :func:`restack`; the initialisation slice stays where it was), else the
+    cine's own."""
+    bases = geo.get("frame_bases")
+    if not bases:
+        return geo
+    shift = (bases[t] - geo["base_slice"]) * geo["apex_sign"]
+    if not 0 < shift <= FRAME_BASE_SHIFT:
+        return geo
+    report = {**geo["report"], "base_slice": int(bases[t]),
+              "base_reason": f"this frame's own base, {shift} slice(s) apical of the cine's "
+                             f"(slice {geo['base_slice']})"}
+    init = max(0, int(round(geo["init_stack"] - shift * layers_per_slice)))
+    return {**geo, "base_slice": int(bases[t]), "init_stack": init, "report": report}
+
+
+def restack(probs: np.ndarray, grid, own, axis: int) -> np.ndarray:
+    """Stack probabilities (K+1, S, H, W) on ``grid`` moved onto ``own``, a grid of the
+    same ROI starting further toward the apex: linear along the stack axis (the in-plane
+    grid is the same)."""
+    layers = np.arange(own.shape[0])
+    k = own.to_input[axis, 0] * layers + own.to_input[axis, 3]  # their input slice
+    at = np.clip((k - grid.to_input[axis, 3]) / grid.to_input[axis, 0], 0, probs.shape[1] - 1)
+    lo = np.floor(at).astype(int)
+    hi = np.minimum(lo + 1, probs.shape[1] - 1)
+    w = (at - lo).astype(np.float32)[None, :, None, None]
+    return (1 - w) * probs[:, lo] + w * probs[:, hi]
 
 
 def fuse(probs: np.ndarray, t: int) -> np.ndarray:

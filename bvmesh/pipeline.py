@@ -311,7 +311,8 @@ def slice_geometry(volume: io.Volume, model, opts: SegmentOptions,
         report_geo["base_detection"] = {**call.as_dict(), "detector": (
             "fitted for these weights" if "base_detector" in model.record else "bvmesh.base.MODEL")}
     return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
-                  "init_stack": init_stack, "report": report_geo}
+                  "init_stack": init_stack, "report": report_geo,
+                  "frame_bases": list(call.frame_bases) if call is not None else None}
 
 
 def _apex_reason(opts: SegmentOptions) -> str:

@@ -216,3 +216,32 @@ def test_ed_and_es_frames_are_segmented_as_a_single_frame_would_be(tmp_path, tin
         alone = segment(cine.frame(t), model=tiny_model, base_slice=base, roi=roi)
         np.testing.assert_array_equal(result.frames[t].labels, alone.labels)
         np.testing.assert_array_equal(result.frames[t].stack_labels, alone.stack_labels)
+
+
+def test_a_frame_whose_own_base_is_lower_gets_a_stack_starting_there():
+    from bvmesh import geometry
+    from bvmesh.cine import FRAME_BASE_SHIFT, frame_geo, restack
+
+    for sign, base in ((1, 2), (-1, 7)):
+        geo = {"base_slice": base, "apex_sign": sign, "init_stack": 20,
+               "frame_bases": [base, base + sign, base + sign * (FRAME_BASE_SHIFT + 1), base - sign],
+               "report": {"base_slice": base, "slice_axis": 2}}
+        assert frame_geo(geo, 0, 6.4) is geo  # the cine's own base
+        own = frame_geo(geo, 1, 6.4)
+        assert own["base_slice"] == own["report"]["base_slice"] == base + sign
+        assert own["init_stack"] == 20 - 6  # the same initialisation slice, one slice less above
+        assert geo["report"]["base_slice"] == base  # the cine's geometry is not changed
+        assert frame_geo(geo, 2, 6.4) is geo and frame_geo(geo, 3, 6.4) is geo  # too far, basal
+        grid, moved = (geometry.stack_grid(np.diag([1.5, 1.5, 8.0, 1.0]), (64, 64, 10),
+                                           slice_axis=2, base_slice=b, apex_sign=sign,
+                                           center=(32.0, 32.0), size=16)
+                       for b in (base, base + sign))
+        # Probabilities that encode each layer's input slice: moved, they must still do so.
+        k = grid.to_input[2, 0] * np.arange(grid.shape[0]) + grid.to_input[2, 3]
+        probs = np.broadcast_to(k[None, :, None, None], (2, grid.shape[0], 16, 16)).astype(np.float32)
+        out = restack(probs, grid, moved, 2)
+        k_moved = moved.to_input[2, 0] * np.arange(moved.shape[0]) + moved.to_input[2, 3]
+        assert out.shape == (2, moved.shape[0], 16, 16) and k_moved[0] == base + sign
+        inside = (k_moved - k[-1]) * sign <= 1e-6  # within the old stack (its end is clamped)
+        assert inside.sum() >= len(k_moved) - 1
+        np.testing.assert_allclose(out[0, inside, 0, 0], k_moved[inside], atol=1e-5)
