@@ -12,6 +12,7 @@ system, as on any cluster) and load the model once each.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -215,6 +216,11 @@ def _on_dask(jobs: list[_Job], segmenter: Segmenter, address: str,
     except (OSError, TimeoutError, ValueError) as exc:
         raise BvmeshError(f"{address}: no Dask scheduler answers there ({exc}); start one "
                           "(dask scheduler) or give its tcp://HOST:PORT") from None
+    # Paths the workers resolve against their own directories: made absolute here.
+    local = {k: str(Path(v).absolute()) for k, v in (("weights", segmenter.weights),
+                                                        ("cache_dir", segmenter.cache_dir))
+             if v is not None and (k == "cache_dir" or os.path.isfile(v))}
+    segmenter = dataclasses.replace(segmenter, **local)
     futures: dict = {}
     try:
         # pure=False: two cases with equal inputs are still two tasks.

@@ -72,3 +72,19 @@ def test_workers_and_dask_together_are_bad_usage(make_case, tiny_weights, tmp_pa
                      "tcp://127.0.0.1:1"], tiny_weights)
     assert result.exit_code == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_relative_weights_and_paths_reach_the_workers(cluster, make_case, tiny_weights, tmp_path,
+                                                      monkeypatch):
+    """The workers started elsewhere (their own working directory): a relative weights
+    file and relative inputs must still be found."""
+    import shutil
+
+    case = make_case("rel", folder=tmp_path / "in")
+    shutil.copy(tiny_weights, tmp_path / "w.pt")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["in/rel.nii.gz", "-o", "out", "--no-mesh", "--base-slice", case.base_slice,
+                     "--dask", cluster.scheduler_address, "--shard", "0/1"], "w.pt", case.roi)
+    assert result.exit_code in (0, 4), result.stderr  # random weights may fail QC (4), not run
+    assert read_summary(tmp_path / "out" / "summary.shard-0-of-1.csv")["rel"]["status"] == "ok"
+    assert (tmp_path / "out" / "rel" / "labels.nii.gz").is_file()
