@@ -1,10 +1,12 @@
 """Model-card tables from `bvmesh evaluate` results on ACDC: per structure, ED and ES apart.
 
     python scripts/acdc_phase_table.py ACDC_DIR NAME=results/cases.csv [NAME=...]
+    python scripts/acdc_phase_table.py ACDC_DIR pooled=f0/cases.csv+f1/cases.csv+f2/cases.csv
 
 ACDC names each frame file patientNNN_frameXX; the subject's Info.cfg says which frame is
-ED and which is ES. Prints one Markdown table: for each run (NAME), structure and phase,
-the mean and median Dice and HD95 (mm) over the scored cases.
+ED and which is ES. Prints one Markdown table: for each run (NAME; files joined by + are
+pooled into one run, e.g. the folds of a cross-validation), structure and phase, the
+mean, median and worst Dice and HD95 (mm) over the scored cases.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ def values(rows: list[dict], key: str) -> list[float]:
 
 def main() -> None:
     acdc = Path(sys.argv[1])
-    print("| run | structure | phase | n | Dice mean | Dice median | HD95 mean (mm) | HD95 median (mm) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | structure | phase | n | Dice mean | Dice median | Dice worst | HD95 mean (mm) "
+          "| HD95 median (mm) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for spec in sys.argv[2:]:
-        name, path = spec.split("=", 1)
-        rows = list(csv.DictReader(open(path)))
+        name, paths = spec.split("=", 1)
+        rows = [r for path in paths.split("+") for r in csv.DictReader(open(path))]
         for r in rows:
             r["phase"] = phase_of(acdc, r["case"])
         for key, label in STRUCTURES:
@@ -53,7 +56,7 @@ def main() -> None:
                 if not d:
                     continue
                 print(f"| {name} | {label} | {phase} | {len(d)} | {statistics.mean(d):.3f} | "
-                      f"{statistics.median(d):.3f} | {statistics.mean(h):.1f} | "
+                      f"{statistics.median(d):.3f} | {min(d):.3f} | {statistics.mean(h):.1f} | "
                       f"{statistics.median(h):.1f} |")
 
 
