@@ -45,6 +45,12 @@ class Phantom:
         return self.base_point, self.base_normal
 
 
+#: Grey value per label (background, LV pool, LV myo, RV pool, RV myo) of
+#: :func:`phantom_image`: bright pools, dark muscle, as in a bSSFP cine.
+LABEL_INTENSITY = np.array([20.0, 220.0, 90.0, 200.0, 80.0])
+NOISE_SD = 8.0
+
+
 def rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
     """Rotation matrix from x-y-z Euler angles in degrees."""
     ax, ay, az = np.radians(angles_deg)
@@ -210,3 +216,10 @@ def beating_phantom(n_frames: int = 10, es_frame: int = 4, min_scale: float = 0.
                   1 + (phases - es_frame) / (n_frames - es_frame))
     scale = 1 - (1 - min_scale) * (1 - np.cos(np.pi * up)) / 2
     return [make_phantom(pool_scale=float(s), truth=False, **kwargs) for s in scale]
+
+
+def phantom_image(phantom: Phantom, seed: int = 0) -> np.ndarray:
+    """Intensity image of a phantom: a grey value per label plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    image = LABEL_INTENSITY[phantom.labels] + rng.normal(0.0, NOISE_SD, phantom.labels.shape)
+    return np.clip(image, 1.0, None).astype(np.float32)

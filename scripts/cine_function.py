@@ -123,10 +123,7 @@ def cine_row(key: str, cine, model, truth: tuple[int, int] | None, manual=None) 
 def run_cines(args) -> None:
     from bvmesh import io
     from bvmesh.pipeline import load_weights
-    from bvmesh.testing import beating_phantom
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import phantom_image
+    from bvmesh.testing import beating_phantom, phantom_image
 
     fold, _ = load_weights(args.weights, "cpu")
     bundled, _ = load_weights(None, "cpu")

@@ -14,11 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bvmesh.testing import Phantom, make_phantom
+from bvmesh.testing import LABEL_INTENSITY, Phantom, make_phantom, phantom_image
 
-#: Grey value per label (background, LV pool, LV myo, RV pool, RV myo): bright pools, dark muscle.
-LABEL_INTENSITY = np.array([20.0, 220.0, 90.0, 200.0, 80.0])
-NOISE_SD = 8.0
+__all__ = ["LABEL_INTENSITY", "phantom_image"]  # the tests import them from here too
 #: Small enough that a whole case runs in about a second on one core.
 TINY_CONFIG = {"init_widths": [4, 4, 4], "prop_widths": [4, 4], "locator_width": 4}
 
@@ -36,13 +34,6 @@ class PhantomCase:
     @property
     def affine(self) -> np.ndarray:
         return self.phantom.affine
-
-
-def phantom_image(phantom: Phantom, seed: int = 0) -> np.ndarray:
-    """Intensity image of a phantom: a grey value per label plus Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    image = LABEL_INTENSITY[phantom.labels] + rng.normal(0.0, NOISE_SD, phantom.labels.shape)
-    return np.clip(image, 1.0, None).astype(np.float32)
 
 
 def heart_base_and_roi(phantom: Phantom, base_at_start: bool) -> tuple[int, tuple[float, float]]:

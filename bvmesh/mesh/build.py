@@ -94,18 +94,7 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
         voxel_volume += float(plugs.sum()) * voxel_ml * 1000
         ext = surface.extrude_across_plane(labels, dist, affine, normal, h)
         mask = np.isin(ext, (LV_MYO, RV_MYO))
-    # Marching cubes can only put vertices where grid edges cross a cut, so a cut at the
-    # plane would meet the walls with a half-voxel chamfer. Cut one voxel higher, through
-    # the prism of the top section copied above the plane, and flatten everything above
-    # the plane onto it: the walls run straight up to a cap that is the whole section.
-    field_mm = np.maximum(surface.signed_distance(mask, spacing), dist - h)
-    field_mm = np.pad(field_mm, 1, constant_values=h)  # a closed field at the array border
-    shift = np.eye(4)
-    shift[:3, 3] = -1
-    verts, faces = surface.march(field_mm, affine @ shift)
-    plane_d = (verts - point) @ normal
-    on_plane = plane_d > 0
-    verts[on_plane] -= np.outer(plane_d[on_plane], normal)
+    verts, faces, on_plane = _march_to_plane(mask, dist, affine, point, normal, h, spacing)
     base_faces = on_plane[faces].all(axis=1)
     if not base_faces.any():
         notes.append("the base plane does not cut the myocardium: no base faces (is the plane "
@@ -118,6 +107,27 @@ def surface_mesh(labels: np.ndarray, affine: np.ndarray, *,
         log.info(note)
     return SurfaceMesh(verts, faces, face_tags, quality, tuple(notes), (point, normal))
 
+
+
+def _march_to_plane(mask: np.ndarray, dist: np.ndarray, affine: np.ndarray, point: np.ndarray,
+                    normal: np.ndarray, h: float, spacing: np.ndarray):
+    """Marching cubes of the myocardium cut by the base plane: (vertices mm, faces, which
+    vertices lie in the plane).
+
+    Marching cubes can only put vertices where grid edges cross a cut, so a cut at the
+    plane would meet the walls with a half-voxel chamfer. Cut one voxel higher, through
+    the prism of the top section copied above the plane, and flatten everything above
+    the plane onto it: the walls run straight up to a cap that is the whole section.
+    """
+    field_mm = np.maximum(surface.signed_distance(mask, spacing), dist - h)
+    field_mm = np.pad(field_mm, 1, constant_values=h)  # a closed field at the array border
+    shift = np.eye(4)
+    shift[:3, 3] = -1
+    verts, faces = surface.march(field_mm, affine @ shift)
+    plane_d = (verts - point) @ normal
+    on_plane = plane_d > 0
+    verts[on_plane] -= np.outer(plane_d[on_plane], normal)
+    return verts, faces, on_plane
 
 def _grid_and_base(labels: np.ndarray, affine: np.ndarray,
                    base_plane: tuple[np.ndarray, np.ndarray] | None, notes: list[str]):

@@ -140,28 +140,10 @@ def upsample_labels(labels: np.ndarray, affine: np.ndarray, *, axis: int | None 
     in_plane = [a for a in range(3) if a != axis]
     step = float(step_mm or spacing[in_plane].min())
     factor = max(1, int(round(spacing[axis] / step)))
-    n = labels.shape[axis]
     lab = np.moveaxis(labels, axis, 0)
     sampling = tuple(float(spacing[a]) for a in in_plane)
     absent = ABSENT_FRACTION * float(spacing[axis])
-    # New slice centres, in old index units: sub-slab centres of slabs [-0.5, n - 0.5].
-    u = -0.5 + (np.arange(n * factor) + 0.5) / factor
-    lo = np.clip(np.floor(u).astype(int), 0, n - 1)
-    hi = np.clip(lo + 1, 0, n - 1)
-    t = np.clip(u - lo, 0.0, 1.0).astype(np.float32)
-    # Outside [0, n - 1]: distance grows by 1 mm per mm beyond the end (a 45 degree taper).
-    beyond = np.where(u < 0, -u, np.where(u > n - 1, u - (n - 1), 0.0)) * spacing[axis]
-    # The base end: the last labelled slab is kept whole out to its face (the base plane
-    # cuts there), and nothing lies beyond it; slices above the base are not interpolated.
-    filled = np.flatnonzero((lab > 0).any(axis=(1, 2)))
-    if base_end is not None and len(filled):
-        kb = int(filled[-1] if base_end > 0 else filled[0])
-        past = (u - kb) * base_end
-        hold = (past > 0) & (past <= 0.5)
-        lo[hold], hi[hold], t[hold], beyond[hold] = kb, kb, 0.0, 0.0
-        beyond[past > 0.5] = np.inf
-    beyond = beyond.astype(np.float32)[:, None, None]
-    t = t[:, None, None]
+    lo, hi, t, beyond = _sub_slices(lab, factor, float(spacing[axis]), base_end)
 
     def interpolate(masks: np.ndarray) -> np.ndarray:
         sdf = np.stack([signed_distance_2d(m, sampling, absent) for m in masks])
@@ -184,6 +166,32 @@ def upsample_labels(labels: np.ndarray, affine: np.ndarray, *, axis: int | None 
     note = (f"thick slices ({spacing[axis]:.3g} mm along voxel axis {axis}) upsampled x{factor} "
             f"to {spacing[axis] / factor:.3g} mm by shape-based (signed distance) interpolation")
     return np.ascontiguousarray(out), affine @ m, note
+
+
+def _sub_slices(lab: np.ndarray, factor: int, slice_mm: float, base_end: int | None):
+    """Where each new sub-slice lies between the old slices (axis 0 of ``lab``): the old
+    slices below and above it, the weight of the one above, and the distance (mm) added
+    beyond the ends (inf where nothing may lie), shaped to broadcast over a slice."""
+    n = len(lab)
+    # New slice centres, in old index units: sub-slab centres of slabs [-0.5, n - 0.5].
+    u = -0.5 + (np.arange(n * factor) + 0.5) / factor
+    lo = np.clip(np.floor(u).astype(int), 0, n - 1)
+    hi = np.clip(lo + 1, 0, n - 1)
+    t = np.clip(u - lo, 0.0, 1.0).astype(np.float32)
+    # Outside [0, n - 1]: distance grows by 1 mm per mm beyond the end (a 45 degree taper).
+    beyond = np.where(u < 0, -u, np.where(u > n - 1, u - (n - 1), 0.0)) * slice_mm
+    # The base end: the last labelled slab is kept whole out to its face (the base plane
+    # cuts there), and nothing lies beyond it; slices above the base are not interpolated.
+    filled = np.flatnonzero((lab > 0).any(axis=(1, 2)))
+    if base_end is not None and len(filled):
+        kb = int(filled[-1] if base_end > 0 else filled[0])
+        past = (u - kb) * base_end
+        hold = (past > 0) & (past <= 0.5)
+        lo[hold], hi[hold], t[hold], beyond[hold] = kb, kb, 0.0, 0.0
+        beyond[past > 0.5] = np.inf
+    beyond = beyond.astype(np.float32)[:, None, None]
+    t = t[:, None, None]
+    return lo, hi, t, beyond
 
 
 def base_plane_from_slice(labels: np.ndarray, affine: np.ndarray, slice_index: int,
