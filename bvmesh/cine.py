@@ -10,7 +10,7 @@ the function figures (volumes, stroke volume, ejection fraction, LV mass).
 The paper names temporal consistency as its next step. Here the base, the ROI and the
 stack grid are chosen once per cine, so a frame cannot differ from its neighbour by a
 shifted crop; the base descends toward the apex at end-systole, so a frame whose own
-base call lies one or two slices apical of the cine's loses the slices above it. Each
+base call lies one or two slices apical of the cine's starts there instead. Each
 frame's class probabilities are averaged with its neighbours' (weights
 :data:`TEMPORAL_WEIGHTS`, symmetric, so the volume curve is smoothed without lag; the
 cycle is periodic, so the first and last frames are neighbours).
@@ -118,11 +118,10 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
         volume = cine.frame(t)
         p = fuse(probs, t) if fused else probs[t].astype(np.float32)
         own = frame_geo(geo, t, first.spacing[axis] / grid.spacing_mm)
-        if own is geo:
-            return finish(volume, p, grid, geo, model, opts,
-                          report_head(volume, weights_info, model, opts))
-        own_grid = stack_grid(first, model, axis, own)
-        return finish(volume, restack(p, grid, own_grid, axis), own_grid, own, model, opts,
+        own_grid = grid if own is geo else stack_grid(first, model, axis, own)
+        if own is not geo:
+            p = restack(p, grid, own_grid, axis)
+        return finish(volume, p, own_grid, own, model, opts,
                       report_head(volume, weights_info, model, opts))
 
     frames = [one(t) for t in range(n)]
