@@ -9,8 +9,12 @@ Measures, with medians over ``--repeats``:
    from a cold process, wall time, and its peak resident memory;
 3. cohort throughput: all inputs (repeated to at least 10 cases) in one
    `bvmesh segment` call, seconds per case; again with ``--workers N`` for each N of
-   ``--workers`` (default 2).
-Prints a Markdown table. Torch uses its default thread count (2 on a 2-core machine).
+   ``--workers`` (default 2);
+4. beside 1., a U-Net shaped like nnU-Net's 2D ACDC plan (benchmarks/nnunet_shaped.py,
+   random weights) on the same volume's acquired slices, each padded to a multiple of 64
+   (one window per slice, no mirroring: the least nnU-Net does), and the ratio.
+``--network-only`` measures 1. and 4. alone. Prints a Markdown table. Torch uses its
+default thread count (2 on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -55,6 +59,34 @@ def network_seconds(path: str, weights: str | None, repeats: int) -> tuple[float
     return statistics.median(net), statistics.median(total), result.grid.shape[0]
 
 
+def nnunet_seconds(path: str, repeats: int) -> tuple[float, float, int]:
+    """Median seconds of the nnU-Net-shaped U-Net on the input's acquired slices, its
+    parameters (millions) and the number of slices."""
+    import numpy as np
+    import torch
+    from nnunet_shaped import NnUNet2d, parameters_m
+
+    from bvmesh import geometry, io
+
+    vol = io.load(path)
+    axis, _ = geometry.find_slice_axis(vol.spacing, vol.shape)
+    slices = np.moveaxis(vol.data, axis, 0).astype(np.float32)
+    slices = (slices - slices.mean()) / (slices.std() + 1e-6)
+    h, w = (-(-n // 64) * 64 for n in slices.shape[1:])
+    x = torch.zeros(len(slices), 1, h, w)
+    x[:, 0, :slices.shape[1], :slices.shape[2]] = torch.from_numpy(slices)
+    torch.manual_seed(0)
+    net = NnUNet2d().eval()
+    times = []
+    with torch.inference_mode():
+        net(x)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), parameters_m(net), len(slices)
+
+
 def cold_cli_seconds(path: str, weights: str | None, repeats: int) -> tuple[float, float]:
     """Median wall seconds of `bvmesh segment` in a new process, and the peak RSS (MB)."""
     times = []
@@ -96,25 +128,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="*", default=[2],
                         help="also time the cohort with these --workers counts")
+    parser.add_argument("--network-only", action="store_true",
+                        help="only the network stage and the nnU-Net-shaped U-Net")
     args = parser.parse_args()
     import torch
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # nnunet_shaped beside this file
     net, warm_total, depth = network_seconds(args.inputs[0], args.weights, args.repeats)
+    nnunet, params, n_slices = nnunet_seconds(args.inputs[0], args.repeats)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"input: {args.inputs[0]} ({depth} isotropic stack slices, {n_slices} acquired); "
+          f"medians of {args.repeats}\n")
+    print("| measure | seconds |\n|---|---|")
+    print(f"| network inference (init + propagation) | {net:.3f} |")
+    print(f"| nnU-Net-shaped 2D U-Net ({params:.1f} M parameters), the {n_slices} acquired "
+          f"slices, one window each, no mirroring | {nnunet:.3f} |")
+    print(f"\nbvmesh network / nnU-Net-shaped network: {net / nnunet:.2f}")
+    if args.network_only:
+        return
     cold, peak = cold_cli_seconds(args.inputs[0], args.weights, args.repeats)
     per_case, n = cohort_seconds_per_case(args.inputs, args.weights)
     per_case_w = {w: cohort_seconds_per_case(args.inputs, args.weights, w)[0] for w in args.workers}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    print(f"input: {args.inputs[0]} ({depth} isotropic stack slices); medians of {args.repeats}\n")
     print("| measure | seconds |\n|---|---|")
-    print(f"| network inference (init + propagation) | {net:.3f} |")
     print(f"| segment() in a warm process, no writing | {warm_total:.3f} |")
     print(f"| `bvmesh segment` cold process, wall (all outputs) | {cold:.2f} |")
     print(f"| cohort of {n} cases, one call, per case | {per_case:.2f} |")
     for w, t in per_case_w.items():
         print(f"| the same cohort with `--workers {w}`, per case | {t:.2f} |")
     print(f"\npeak resident memory of a cold `bvmesh segment`: {peak:.0f} MB")
-    print(json.dumps({"network_s": net, "warm_segment_s": warm_total, "cold_cli_s": cold,
+    print(json.dumps({"network_s": net, "nnunet_shaped_s": nnunet, "warm_segment_s": warm_total,
+                      "cold_cli_s": cold,
                       "cohort_s_per_case": per_case, "peak_mb": peak,
                       "cohort_s_per_case_workers": per_case_w}))
 
