@@ -68,6 +68,27 @@ def _runner_up(slices: dict) -> int | str:
     return "" if runner is None else runner
 
 
+#: A cohort this large or larger runs over worker processes by default: each costs a few
+#: seconds to start (torch, the model), which fewer cases do not win back.
+AUTO_WORKERS_MIN_CASES = 8
+#: Memory one worker may take (a cold case peaks at about 0.7 GB, benchmarks/README.md).
+WORKER_MB = 1500
+
+
+def auto_workers(n_cases: int) -> int:
+    """Processes for ``n_cases`` by default: one per core for a cohort of at least
+    :data:`AUTO_WORKERS_MIN_CASES` (as memory allows, :data:`WORKER_MB` each), else one.
+    Cases spend much of their time on one core (remeshing, the quality gate, the PNGs):
+    on 2 cores two workers take 9.7 s a case against 14.5 s for one process."""
+    if n_cases < AUTO_WORKERS_MIN_CASES:
+        return 1
+    try:
+        memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: cores decide
+        memory_mb = float("inf")
+    return max(1, min(os.cpu_count() or 1, n_cases, int(memory_mb // WORKER_MB)))
+
+
 #: Models loaded in this process, by (weights, file time, device, cache_dir, offline): a
 #: worker loads its model for the first case and keeps it for the rest.
 _MODELS: dict[tuple, object] = {}

@@ -142,8 +142,10 @@ def segment_command(
                               "cases, e.g. a SLURM array's $SLURM_ARRAY_TASK_ID/"
                               "$SLURM_ARRAY_TASK_COUNT; merge with bvmesh summary OUTPUT."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
-    workers: int = typer.Option(1, "--workers", min=1,
-                                help="Processes for a cohort, each with its share of the cores."),
+    workers: int = typer.Option(None, "--workers", min=1, show_default=False,
+                                help="Processes for a cohort, each with its share of the cores. "
+                                "Default: one per core for 8 cases or more (1.5 GB of memory "
+                                "each), else 1."),
     dask: str = typer.Option(None, "--dask", help="Send the cases to a Dask cluster: its "
                              "scheduler's tcp://HOST:PORT or scheduler file (needs "
                              "bvmesh[dask]; workers must see the input and output paths)."),
@@ -176,7 +178,7 @@ def run_segment(inputs: list[str], output: Path, segmenter: Segmenter, *,
                 base_slice: int | None = None, base_slices: Path | None = None,
                 mesh: MeshOptions | None = None, skip_existing: bool = False,
                 as_json: bool = False, example: bool = False, shard: Shard | None = None,
-                workers: int = 1, dask: str | None = None) -> int:
+                workers: int | None = None, dask: str | None = None) -> int:
     """The command once parsed (shared with `bvmesh demo`): plan, run, print; returns the
     exit code."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -188,12 +190,16 @@ def run_segment(inputs: list[str], output: Path, segmenter: Segmenter, *,
         from ..examples import EXAMPLE
 
         inputs = [*inputs, str(EXAMPLE)]
-    if dask and workers > 1:
+    if dask and workers not in (None, 1):
         raise typer.BadParameter("--workers and --dask: choose one (Dask's workers are the "
                                  "processes)")
     if not inputs:
         raise typer.BadParameter("no input given: pass image files, folders or globs (or --example)")
     todo = cohort.plan(inputs, base_slices=base_slices, shard=shard)
+    if workers is None:
+        from ..cases import auto_workers
+
+        workers = 1 if dask else auto_workers(len(todo.paths))
     segmenter.model()  # bad weights fail before any case; workers then find them cached
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
