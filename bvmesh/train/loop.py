@@ -203,6 +203,9 @@ def _trainer(data_dir, run_dir: Path, cfg: TrainConfig, device: torch.device, wo
     return Trainer(cfg, data, run_dir, device, record, world)
 
 
+LOG_COLUMNS = ["iteration", "seconds", "lr", "init", "prop", "locator"]
+
+
 def _start_log(path: Path, iteration: int) -> None:
     """losses.csv holding exactly the iterations up to ``iteration`` (those logged after the
     last checkpoint of an interrupted run are dropped: they are trained again)."""
@@ -211,8 +214,6 @@ def _start_log(path: Path, iteration: int) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([LOG_COLUMNS, *kept])
 
-
-LOG_COLUMNS = ["iteration", "seconds", "lr", "init", "prop", "locator"]
 
 
 def _loop(trainer: Trainer, log_path: Path, on_progress) -> None:
