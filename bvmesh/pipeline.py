@@ -232,7 +232,7 @@ def apex_sign(slices: dict) -> int:
 
 
 def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict: bool) -> dict:
-    from .checks import assess, measures, rv_right
+    from .checks import assess, image_texture, measures, rv_right
 
     geo = report["slices"]
     sign = apex_sign(geo)
@@ -242,6 +242,7 @@ def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict
     margin = geo.get("base_detection", {}).get("margin")
     values["base_margin"] = margin if margin is not None and np.isfinite(margin) else None
     values["rv_right"] = rv_right(labels, volume.affine)
+    values["image_texture"] = image_texture(volume.data, labels, geo["slice_axis"])
     return assess(values, strict=strict)
 
 

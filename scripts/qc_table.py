@@ -86,9 +86,10 @@ def run(data_dir: Path, weights: str, output: Path, n_subjects: int | None = Non
                     vol, kw = variant(name, volume, gt, rng)
                     try:
                         result = segment(vol, model=model, **kw)
-                        row = {"verdict": result.report["qc"]["verdict"],
-                               "checks": result.report["qc"]["failed"] + result.report["qc"]["warned"],
-                               "dice": round(lv_myo_dice(result.labels, gt), 3)}
+                        qc = result.report["qc"]
+                        row = {"verdict": qc["verdict"], "checks": qc["failed"] + qc["warned"],
+                               "dice": round(lv_myo_dice(result.labels, gt), 3),
+                               "values": {k: c.get("value") for k, c in qc["checks"].items()}}
                     except BvmeshError as exc:  # refused with a message: flagged, Dice 0
                         row = {"verdict": "refused", "checks": [str(exc)[:120]], "dice": 0.0}
                     fh.write(json.dumps({"case": case, "variant": name, **row}) + "\n")

@@ -17,6 +17,10 @@ def _phantom_values(labels=None):
     return checks.measures(labels, spacing, 2, base, -1, measurements(labels, ph.affine), 0.0), ph
 
 
+def _verdict(name, value):
+    return checks.assess({name: value})["checks"][name]["verdict"]
+
+
 def test_the_phantom_heart_passes_every_check():
     values, _ = _phantom_values()
     assert 6 < values["lv_wall_mm"] < 10  # 8 mm wall (28 - 20 mm radii)
@@ -73,3 +77,25 @@ def test_a_heart_mirrored_against_its_header_is_flagged():
         assert value < 0
         assert "rv_right" in checks.assess({"rv_right": value})["warned"]
     assert checks.rv_right(np.zeros((4, 4, 4), np.uint8), np.eye(4)) is None
+
+
+def test_a_slice_of_noise_in_the_heart_is_flagged():
+    """A slice that holds no image (noise, a blank frame) warns or fails; real texture,
+    on either slice axis, passes."""
+    from bvmesh.testing import phantom_image
+
+    ph = make_phantom((1.5, 1.5, 8.0), truth=False)
+    image = phantom_image(ph)
+    good = checks.image_texture(image, ph.labels, 2)
+    assert good > 0.3 and _verdict("image_texture", good) == "pass"
+    axis_first = checks.image_texture(np.moveaxis(image, 2, 0), np.moveaxis(ph.labels, 2, 0), 0)
+    assert axis_first == good
+    k = int(np.median(np.flatnonzero(ph.labels.any(axis=(0, 1)))))
+    noisy = image.copy()
+    noisy[..., k] = np.random.default_rng(1).uniform(0, image.max(), noisy[..., k].shape)
+    value = checks.image_texture(noisy, ph.labels, 2)
+    assert value < 0.1 and _verdict("image_texture", value) == "fail"
+    blank = image.copy()
+    blank[..., k] = 0
+    assert checks.image_texture(blank, ph.labels, 2) == 0.0
+    assert checks.image_texture(image, np.zeros_like(ph.labels), 2) is None
