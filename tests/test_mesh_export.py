@@ -103,3 +103,19 @@ def test_bad_paths(surf, tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         write_mesh(surf, tmp_path / "nope" / "m.vtp")
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("elev, front", [(90, 0), (-90, 2)])
+def test_the_mesh_picture_shows_the_face_nearest_the_viewer(elev, front):
+    """mesh.png's z-buffer: a small red square above a large blue one; seen from above the
+    red one covers the centre, from below the blue one does; beyond both, white."""
+    from bvmesh.mesh.render import _view_rotation, draw
+
+    square = np.array([[[-1, -1, 0], [1, -1, 0], [1, 1, 0]], [[-1, -1, 0], [1, 1, 0], [-1, 1, 0]]], float)
+    tri = np.concatenate([square * 0.5 + [0, 0, 1], square])
+    rgb = np.array([[1, 0, 0]] * 2 + [[0, 0, 1]] * 2, float)
+    image = draw(tri, rgb, _view_rotation(elev, -90), lim=1.0, size=100)
+    centre = image[50, 50]
+    assert centre[front] > 0.4 and centre[2 - front] == 0 and centre[1] == 0
+    assert image[85, 85, 2] > 0.4 and image[85, 85, 0] == 0  # the blue square's rim
+    assert (image[2, 2] == 1).all()

@@ -301,3 +301,25 @@ def test_smoothing_that_folds_the_surface_is_retried_with_fewer_passes(monkeypat
     surf = surface_mesh(phantom.labels, phantom.affine)
     assert surf.quality["passed"], surf.quality["failed"]
     assert any("smoothing with 10 Taubin passes failed self_intersections" in n for n in surf.notes)
+
+
+def test_a_remeshed_surface_that_fails_the_gate_gives_way_to_shorter_edges(monkeypatch):
+    """The one-gate fast path must not let a failed remesh through: the careful ladder
+    takes over and gates what it returns."""
+    pytest.importorskip("gpytoolbox")
+    import bvmesh.mesh.remesh as remesh
+
+    phantom = make_phantom((1.25, 1.25, 1.25), truth=False)
+    real_remesh = remesh.remesh
+
+    def folding_remesh(verts, faces, base_faces, edge_mm):
+        out, new_faces = real_remesh(verts, faces, base_faces, edge_mm)
+        if edge_mm == 1.5:  # push one vertex straight through the far wall
+            out = out.copy()
+            out[-1] = out[-1] + 3 * (out.mean(axis=0) - out[-1])
+        return out, new_faces
+
+    monkeypatch.setattr(remesh, "remesh", folding_remesh)
+    surf = surface_mesh(phantom.labels, phantom.affine, edge_mm=1.5)
+    assert surf.quality["passed"], surf.quality["failed"]
+    assert any("(1.5 mm failed the gate)" in n for n in surf.notes), surf.notes
