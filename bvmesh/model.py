@@ -41,6 +41,8 @@ class Model:
     record: dict = field(default_factory=dict)
     #: Where the weights came from (name, path, sha256), filled by pipeline.load_weights.
     source: dict = field(default_factory=dict)
+    #: Batch norms folded by for_inference: run it, never train or save it.
+    inference_only: bool = False
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -54,6 +56,16 @@ class Model:
     def eval(self) -> Model:
         for net in (self.init, self.prop, self.locator):
             net.eval()
+        return self
+
+    def for_inference(self) -> Model:
+        """The networks folded and laid out for fast inference (bvmesh.networks.for_inference),
+        in place; such a model can no longer be trained or saved."""
+        from .networks import for_inference
+
+        for net in (self.init, self.prop, self.locator):
+            for_inference(net, next(net.parameters()).device)
+        self.inference_only = True
         return self
 
     def state(self) -> dict:
@@ -75,6 +87,10 @@ def build_model(config: dict | None = None) -> Model:
 def save_checkpoint(model: Model, path: str | os.PathLike, record: dict | None = None) -> Path:
     """Write the model as a self-describing weights file (atomically)."""
     from .io import atomic_write
+
+    if model.inference_only:
+        raise WeightsError("this model was prepared for inference (batch norms folded); save "
+                           "the one bvmesh.model.load_model returns")
 
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "config": json.dumps(model.config), "record": json.dumps(record or model.record),

@@ -53,6 +53,23 @@ class ConvGroup(nn.Sequential):
                          nn.LeakyReLU(0.25, inplace=True))
 
 
+def for_inference(net: nn.Module, device: torch.device) -> nn.Module:
+    """``net`` (in eval mode) made faster to run, in place: every convolution group's batch
+    norm folded into its convolution (one pass fewer over each feature map), and on a
+    CPU the weights in channels-last order, which oneDNN's small convolutions run about
+    1.6 times faster (benchmarks/README.md). Outputs agree to float rounding (1e-5 on the
+    logits). Not for training, nor for saving: the batch norms are gone."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if net.training:
+        raise ValueError("for_inference needs a network in eval mode")
+    for group in net.modules():
+        if isinstance(group, ConvGroup) and isinstance(group[1], nn.BatchNorm2d):
+            group[0] = fuse_conv_bn_eval(group[0], group[1])
+            group[1] = nn.Identity()
+    return net.to(memory_format=torch.channels_last) if device.type == "cpu" else net
+
+
 class SubNet(nn.Module):
     """One scale: a small encoder-decoder (three resolutions) of convolution groups.
 

@@ -260,7 +260,7 @@ def load_weights(spec, device: str = "auto", *, cache_dir=None, offline=None):
     from .weights import resolve
 
     resolved = resolve(spec, cache_dir=cache_dir, offline=offline, progress=True)
-    model = load_model(resolved.path, select_device(device))
+    model = load_model(resolved.path, select_device(device)).for_inference()
     info = {"name": resolved.name, "path": str(resolved.path), "sha256": resolved.sha256,
             "source": resolved.source, "classes": list(model.classes)}
     model.source = info

@@ -2,6 +2,9 @@
 per structure (the paper's Fig. 3, right, with and without propagation).
 
     python scripts/slice_curves.py OUT.png NAME=results/slices.csv [NAME=...]
+    python scripts/slice_curves.py OUT.png pooled=results/fold0/slices.csv+results/fold1/slices.csv
+
+Files joined by + are pooled into one curve (the folds of a cross-validation).
 
 Each case's slices are placed on a common base (0) to apex (1) axis and binned in tenths;
 the curve is the median over cases in each bin. The curves are also printed.
@@ -24,7 +27,8 @@ TITLES = {"lv_pool": "LV blood pool", "lv_myo": "LV myocardium", "rv_pool": "RV 
 
 def curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     bins: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(11)])
-    for row in csv.DictReader(open(path)):
+    rows = (row for part in path.split("+") for row in csv.DictReader(open(part)))
+    for row in rows:
         if row["structure"] in TITLES and row["dice"] not in ("", "n/a", "nan"):
             bins[row["structure"]][int(round(float(row["relative_position"]) * 10))].append(
                 float(row["dice"]))

@@ -113,6 +113,31 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
         assert not torch.equal(tiny(1).init(x)[-1], loaded.init(x)[-1])
 
 
+def test_a_model_prepared_for_inference_gives_the_same_outputs_and_cannot_be_saved(tmp_path):
+    """Batch norms folded into the convolutions (with statistics far from the identity, so
+    the fold has work to do) and channels-last weights: the same logits to float rounding."""
+    model = tiny()
+    for module in [*model.init.modules(), *model.prop.modules(), *model.locator.modules()]:
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.2, 3)
+            module.weight.data.uniform_(0.5, 2)
+            module.bias.data.uniform_(-1, 1)
+    model.eval()
+    x = torch.rand(2, 1, 128, 128)
+    s, m = torch.rand(1, 5, 128, 128), torch.softmax(torch.rand(1, 4, 128, 128), 1)
+    with torch.no_grad():
+        before = model.init(x)[-1], model.prop(s, m)[-1], model.locator(x)
+        fast = model.for_inference()
+        after = fast.init(x)[-1], fast.prop(s, m)[-1], fast.locator(x)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in fast.init.modules())
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+        assert a.abs().max() > 0.1  # outputs that mean something
+    with pytest.raises(WeightsError, match="prepared for inference"):
+        save_checkpoint(fast, tmp_path / "m.pt")
+
+
 class Payload:
     """A class that a weights_only load must refuse to rebuild."""
 
