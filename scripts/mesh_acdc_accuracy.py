@@ -15,6 +15,9 @@ One JSON line per volume:
   on the most apical slice), the apical face of that slice (pixel centres moved half a
   slice outward; an open last slice's face is where the annotation stopped, not a
   surface). Mesh side: its faces sampled every ~0.3 mm.
+- ``p95_own_mm``: the same distance from the prediction's own LV-myocardium surface (built
+  from its label map the way the manual one is): what the mesh stage adds to the
+  segmentation's error.
 - ``far_base`` / ``far_apex``: of the manual points farther than 2.5 mm, the share in the
   basal / apical third of the heart (where the error sits).
 - ``volume_error``: meshed myocardium (apex cap not counted) against the predicted label
@@ -101,7 +104,10 @@ def measure(image: Path, gt_path: Path, model) -> dict:
     surf = made[0]
     cap = getattr(made[1], "apex", None)
     pts, frac = manual_surface(gt_myo, gt_labels == LV_POOL, gt.affine, axis, base)
-    d, _ = cKDTree(surface_samples(surf.vertices, surf.faces)).query(pts)
+    tree = cKDTree(surface_samples(surf.vertices, surf.faces))
+    d, _ = tree.query(pts)
+    own, _ = manual_surface(result.labels == LV_MYO, result.labels == LV_POOL, gt.affine, axis, base)
+    d_own, _ = tree.query(own)
     voxel_ml = abs(np.linalg.det(result.volume.affine[:3, :3])) / 1000
     label_ml = float(np.isin(result.labels, (2, 4)).sum() * voxel_ml)
     from bvmesh.mesh.surface import signed_volume
@@ -109,6 +115,7 @@ def measure(image: Path, gt_path: Path, model) -> dict:
     mesh_ml = signed_volume(surf.vertices, surf.faces) / 1000 - (cap.myocardium_ml if cap else 0.0)
     far = d > 2.5
     return {"p95_mm": round(float(np.percentile(d, 95)), 2), "median_mm": round(float(np.median(d)), 2),
+            "p95_own_mm": round(float(np.percentile(d_own, 95)), 2),
             "far_base": round(float((far & (frac < 1 / 3)).sum() / max(far.sum(), 1)), 2),
             "far_apex": round(float((far & (frac > 2 / 3)).sum() / max(far.sum(), 1)), 2),
             "volume_error": round(mesh_ml / label_ml - 1, 4), "mesh_ml": round(mesh_ml, 2),
@@ -126,6 +133,9 @@ def table(path: Path) -> None:
     print(f"p95 manual LV-myocardium surface -> mesh, mm: median {np.median(p95):.2f}, "
           f"IQR {np.percentile(p95, 25):.2f}-{np.percentile(p95, 75):.2f}, worst {p95.max():.2f}")
     print(f"median distance, mm: median {np.median([r['median_mm'] for r in rows]):.2f}")
+    own = [r["p95_own_mm"] for r in rows if "p95_own_mm" in r]
+    if own:
+        print(f"p95 own label surface -> mesh, mm: median {np.median(own):.2f}, worst {max(own):.2f}")
     print(f"far points (> 2.5 mm) in the basal third: {np.mean([r['far_base'] for r in rows]):.0%}, "
           f"apical third: {np.mean([r['far_apex'] for r in rows]):.0%} (means)")
     print(f"|mesh - label| myocardium volume: median {np.median(vol):.1%}, worst {vol.max():.1%}, "

@@ -103,13 +103,13 @@ def draw(tri: np.ndarray, rgb: np.ndarray, rotation: np.ndarray, lim: float,
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
     colour = np.clip(rgb * (0.45 + 0.55 * np.abs(normal @ LIGHT))[:, None], 0, 1)
     px = screen[..., :2] * scale + size / 2
+    corners = np.concatenate([px, screen[..., 2:]], axis=-1)  # pixel column, row up, depth
     longest = np.linalg.norm(px - np.roll(px, 1, axis=1), axis=2).max(axis=1)
     steps = np.clip(np.ceil(longest), 1, 64).astype(int)  # lattice steps under a pixel
     pixel, depth, which = [], [], []
     for n in np.unique(steps):
         sel = np.flatnonzero(steps == n)
-        weights = _lattice(int(n))  # (M, 3)
-        pts = np.einsum("mk,fkd->fmd", weights, np.c_[px, screen[..., 2:]].reshape(-1, 3, 3)[sel])
+        pts = np.einsum("mk,fkd->fmd", _lattice(int(n)), corners[sel])
         col, row = pts[..., 0].astype(int), (size - 1 - pts[..., 1]).astype(int)
         inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
         pixel.append((row * size + col)[inside])
