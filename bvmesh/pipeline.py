@@ -242,7 +242,8 @@ def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict
     margin = geo.get("base_detection", {}).get("margin")
     values["base_margin"] = margin if margin is not None and np.isfinite(margin) else None
     values["rv_right"] = rv_right(labels, volume.affine)
-    values["image_texture"] = image_texture(volume.data, labels, geo["slice_axis"])
+    located = np.flatnonzero(np.asarray(geo.get("heart_area_mm2_per_slice", []), float) > 0)
+    values["image_texture"] = image_texture(volume.data, labels, geo["slice_axis"], located)
     return assess(values, strict=strict)
 
 

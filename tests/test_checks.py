@@ -80,8 +80,8 @@ def test_a_heart_mirrored_against_its_header_is_flagged():
 
 
 def test_a_slice_of_noise_in_the_heart_is_flagged():
-    """A slice that holds no image (noise, a blank frame) warns or fails; real texture,
-    on either slice axis, passes."""
+    """A slice that holds no image (noise, a blank frame) warns or fails, with labels on
+    it or not; real texture, on either slice axis, passes."""
     from bvmesh.testing import phantom_image
 
     ph = make_phantom((1.5, 1.5, 8.0), truth=False)
@@ -98,4 +98,26 @@ def test_a_slice_of_noise_in_the_heart_is_flagged():
     blank = image.copy()
     blank[..., k] = 0
     assert checks.image_texture(blank, ph.labels, 2) == 0.0
+    # A noisy slice stops propagation, so the labels end before it: flagged where the
+    # locator saw heart on it or beyond.
+    cut = ph.labels.copy()
+    cut[..., k:] = 0
+    assert checks.image_texture(noisy, cut, 2) > 0.3
+    assert checks.image_texture(noisy, cut, 2, located=np.array([k + 1])) < 0.1
     assert checks.image_texture(image, np.zeros_like(ph.labels), 2) is None
+
+
+def test_labels_that_stop_mid_heart_are_flagged():
+    """Propagation lost at a corrupted slice leaves a large last section with the scan
+    going on; a heart that tapers, or labels that run to the scan's end, pass."""
+    values, ph = _phantom_values()
+    assert values["apical_end"] is None or values["apical_end"] < 0.6
+    on = np.flatnonzero(ph.labels.any(axis=(0, 1)))
+    cut = ph.labels.copy()
+    cut[..., : on[len(on) // 2]] = 0  # the base at the last slices: drop the apical half
+    stopped, _ = _phantom_values(cut)
+    assert stopped["apical_end"] > 0.6
+    assert _verdict("apical_end", stopped["apical_end"]) == "warn"
+    to_the_end = ph.labels[..., on[len(on) // 2]:]  # the scan itself ends there
+    reached, _ = _phantom_values(to_the_end)
+    assert reached["apical_end"] is None
