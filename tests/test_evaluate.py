@@ -645,5 +645,8 @@ def test_cli_held_out_runs_the_real_pipeline(acdc_like, tmp_path):
     rows = read_csv(tmp_path / "r" / "cases.csv")
     assert [r["case"] for r in rows] == ["patient001_frame01", "patient001_frame12"]
     assert all(r["status"] == "ok" and r["segment_seconds"] != "n/a" for r in rows)
+    # Each case's QC verdict, so a cross-validation tells how often QC flags a good case.
+    assert all(r["qc"] in ("pass", "warn", "fail") for r in rows)
+    assert all(r["qc"] == "pass" or r["qc_checks"] for r in rows)
     assert sorted(p.parent.name for p in (tmp_path / "r" / "predictions").glob("*/labels.nii.gz")) \
         == ["patient001_frame01", "patient001_frame12"]

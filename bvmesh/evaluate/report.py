@@ -38,13 +38,16 @@ def case_rows(ev: Evaluation) -> tuple[list[str], list[dict[str, str]]]:
     columns += [f"{s}_{m}" for s in ev.structures for m in METRICS]
     if "lv_myo" in ev.structures:
         columns += ["lv_mass_gt_g", "lv_mass_pred_g", "lv_mass_err_g"]
-    columns += ["seconds", "segment_seconds", "pred", "gt"]
+    qc = any(c.qc for c in ev.cases)
+    columns += ["seconds", "segment_seconds"] + (["qc", "qc_checks"] if qc else []) + ["pred", "gt"]
     rows = []
     for c in ev.cases:
         row = {k: NA for k in columns}
         row.update(case=c.case, status=c.status, message="; ".join(c.messages),
                    pred=c.pred or "", gt=c.gt or "", seconds=f"{c.seconds:.3f}",
                    segment_seconds=fmt(c.segment_seconds, 2))
+        if qc:
+            row.update(qc=c.qc, qc_checks=c.qc_checks)
         if folds:
             row["fold"] = "" if c.fold is None else str(c.fold)
         if c.slice_range is not None:

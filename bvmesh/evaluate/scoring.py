@@ -81,6 +81,9 @@ class CaseResult:
     seconds: float = 0.0
     #: Time bvmesh.segment took on this case (``--cases`` mode), nan otherwise.
     segment_seconds: float = math.nan
+    #: bvmesh.segment's QC verdict and the checks that warned or failed (``--cases``).
+    qc: str = ""
+    qc_checks: str = ""
     pred: str | None = None
     gt: str | None = None
     #: Cross-validation fold whose model segmented this case (``--folds``), else None.

@@ -107,4 +107,6 @@ def segment_and_score(
             continue
         result.pred, result.gt = paths["pred"], paths["gt"]
         result.segment_seconds = seconds
+        qc = getattr(seg, "report", {}).get("qc", {})
+        result.qc, result.qc_checks = qc.get("verdict", ""), ";".join(qc.get("failed", []) + qc.get("warned", []))
         yield result
