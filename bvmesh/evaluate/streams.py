@@ -108,5 +108,6 @@ def segment_and_score(
         result.pred, result.gt = paths["pred"], paths["gt"]
         result.segment_seconds = seconds
         qc = getattr(seg, "report", {}).get("qc", {})
-        result.qc, result.qc_checks = qc.get("verdict", ""), ";".join(qc.get("failed", []) + qc.get("warned", []))
+        result.qc = qc.get("verdict", "")
+        result.qc_checks = ";".join(qc.get("failed", []) + qc.get("warned", []))
         yield result
