@@ -156,3 +156,17 @@ def test_segment_writes_mesh_png_and_says_when_the_remesh_extra_is_missing(make_
     assert "mesh.png" in report["outputs"]
     assert any("pip install 'bvmesh[remesh]'" in n for n in report["mesh"]["notes"])
     assert report["mesh"]["quality"]["passed"]
+
+
+def test_the_remesher_refuses_a_surface_that_is_not_closed():
+    """gpytoolbox's C++ remesher crashes on a non-manifold input, and bvmesh calls it past
+    the wrapper's own check: rim_edges must refuse an open or non-manifold surface."""
+    from bvmesh.errors import InputError
+
+    tetrahedron = np.array([[0, 1, 2], [0, 3, 1], [1, 3, 2], [0, 2, 3]])
+    assert remesh.rim_edges(tetrahedron, np.array([True, False, False, False])).shape == (3, 2)
+    with pytest.raises(InputError, match="not closed and manifold"):
+        remesh.rim_edges(tetrahedron[:3], np.zeros(3, bool))  # a hole
+    fin = np.concatenate([tetrahedron, [[0, 1, 4], [0, 4, 1]]])  # edge 0-1 in four faces
+    with pytest.raises(InputError, match="not closed and manifold"):
+        remesh.rim_edges(fin, np.zeros(len(fin), bool))

@@ -52,13 +52,20 @@ def missing_note(edge_mm: float) -> str:
 
 
 def rim_edges(faces: np.ndarray, base_faces: np.ndarray) -> np.ndarray:
-    """(K, 2) vertex pairs of the edges shared by a base face and a wall face."""
+    """(K, 2) vertex pairs of the edges shared by a base face and a wall face. Raises
+    :class:`InputError` unless the surface is closed and manifold (each edge in exactly
+    two faces), which the remesher needs."""
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     owner_base = np.tile(base_faces, 3)
     key = np.sort(edges, axis=1)
     order = np.lexsort((key[:, 1], key[:, 0]))
     key, owner_base = key[order], owner_base[order]
     # A closed manifold surface has each edge exactly twice: pairs sit side by side.
+    paired = len(key) % 2 == 0 and (key[0::2] == key[1::2]).all() and \
+        (key[1:-1:2] != key[2::2]).any(axis=1).all()
+    if not paired:
+        raise InputError("the surface to remesh is not closed and manifold (an edge not in "
+                         "exactly two faces)")
     first, second = key[0::2], owner_base[0::2] != owner_base[1::2]
     return first[second]
 
@@ -75,7 +82,18 @@ def remesh(verts: np.ndarray, faces: np.ndarray, base_faces: np.ndarray,
     except ImportError:
         raise InputError("remeshing to an edge length needs gpytoolbox (an optional extra): "
                          "pip install 'bvmesh[remesh]'") from None
-    u, g = remesh_botsch(np.ascontiguousarray(verts, float), np.ascontiguousarray(faces, np.int64),
-                         ITERATIONS, float(edge_mm), True,
-                         feature_edges=rim_edges(faces, base_faces).astype(np.int64))
+    rim = rim_edges(faces, base_faces)  # checks the surface is closed and manifold
+    v, f = np.ascontiguousarray(verts, float), np.ascontiguousarray(faces, np.int64)
+    try:
+        # gpytoolbox's wrapper spends a third of its time looking for boundary vertices
+        # and non-manifold edges, which the check above rules out; its C++ binding (the
+        # wrapper's own last call) is used directly where it is the one this was written
+        # for (gpytoolbox 0.3.8), the wrapper otherwise.
+        from gpytoolbox_bindings import _remesh_botsch_cpp_impl
+
+        u, g = _remesh_botsch_cpp_impl(v, f.astype(np.int32), ITERATIONS, float(edge_mm),
+                                       np.zeros(0, np.int32), rim.astype(np.int32), True)
+    except (ImportError, TypeError):
+        u, g = remesh_botsch(v, f, ITERATIONS, float(edge_mm), True,
+                             feature_edges=rim.astype(np.int64))
     return np.asarray(u, float), np.asarray(g, np.int64)
