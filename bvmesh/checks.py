@@ -120,7 +120,9 @@ def image_texture(image: np.ndarray, labels: np.ndarray, slice_axis: int,
     pixels (along rows and along columns) in the heart's in-plane box widened by
     ``margin`` pixels; None without heart. The heart's slices run from the first to the
     last that hold labels or, in ``located`` (input slice indices), where the locator saw
-    heart: a corrupted slice stops propagation, so the labels often end just before it."""
+    heart: a corrupted slice stops propagation, so the labels often end just before it.
+    (Not the slices beyond: bvmesh.testing's phantoms, white noise on a flat background
+    outside the heart, would read as no image there.)"""
     img = np.moveaxis(np.asarray(image, np.float64), slice_axis, 0)
     heart = np.moveaxis(labels > 0, slice_axis, 0)
     on = np.flatnonzero(heart.any(axis=(1, 2)))
