@@ -49,7 +49,10 @@ RANGES: dict[str, Range] = {
     # larger: a ventricle changes smoothly; 60 % is a slice missed or a structure taken.
     "area_jump": Range((0, 0.6), (0, 0.85), "sections change smoothly from slice to slice"),
     # Tissue the plausibility rules removed (ml): the network saw heart where none can be.
-    "removed_ml": Range((0, 10), (0, 50), "bvmesh.plausibility removals"),
+    # On held-out ACDC (folds 0-2 of the bundled recipe, 120 volumes, every one segmented
+    # right) the rules removed up to 24 ml below a waist of the apex, so 10 ml warned on 8
+    # good cases; blobs grown into the liver of synthetic scans are 100-200 ml.
+    "removed_ml": Range((0, 30), (0, 80), "bvmesh.plausibility removals"),
     # How much likelier the detected base is than the runner-up (log-likelihood; only
     # when detected): below CLOSE_CALL the runner-up is a real alternative, worth a look.
     "base_margin": Range((CLOSE_CALL, 1e9), (0, 1e9), "bvmesh.base: a close call between two slices"),
