@@ -137,7 +137,18 @@ def main() -> None:
                         help="also time the cohort with these --workers counts")
     parser.add_argument("--network-only", action="store_true",
                         help="only the network stage and the nnU-Net-shaped U-Net")
+    parser.add_argument("--cold-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cold_only:
+        return print(json.dumps(cold_cli_seconds(args.inputs[0], args.weights, args.repeats)))
+    if not args.network_only:
+        # From a process that has loaded nothing: a child's peak RSS counts the pages it
+        # shares with its parent between fork and exec, so forking from this process once
+        # torch and two networks are loaded would report their memory as bvmesh's.
+        cmd = [sys.executable, __file__, args.inputs[0], "--repeats", str(args.repeats), "--cold-only"]
+        done = subprocess.run(cmd + (["--weights", args.weights] if args.weights else []),
+                              capture_output=True, text=True, check=True)
+        cold, peak = json.loads(done.stdout.splitlines()[-1])
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # nnunet_shaped beside this file
@@ -154,7 +165,6 @@ def main() -> None:
     print(f"\nbvmesh network / nnU-Net-shaped network: {net / nnunet:.2f}")
     if args.network_only:
         return
-    cold, peak = cold_cli_seconds(args.inputs[0], args.weights, args.repeats)
     per_case, n = cohort_seconds_per_case(args.inputs, args.weights)
     per_case_w = {w: cohort_seconds_per_case(args.inputs, args.weights, w)[0] for w in args.workers}
     print("| measure | seconds |\n|---|---|")
