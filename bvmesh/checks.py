@@ -51,7 +51,8 @@ RANGES: dict[str, Range] = {
     # Tissue the plausibility rules removed (ml): the network saw heart where none can be.
     # On held-out ACDC (folds 0-2 of the bundled recipe, 120 volumes, every one segmented
     # right) the rules removed up to 24 ml below a waist of the apex, so 10 ml warned on 8
-    # good cases; blobs grown into the liver of synthetic scans are 100-200 ml.
+    # good cases (folds 3-4, not used to set it: up to 26 ml); blobs grown into the liver
+    # of synthetic scans are 100-200 ml.
     "removed_ml": Range((0, 30), (0, 80), "bvmesh.plausibility removals"),
     # How much likelier the detected base is than the runner-up (log-likelihood; only
     # when detected): below CLOSE_CALL the runner-up is a real alternative, worth a look.
@@ -63,10 +64,11 @@ RANGES: dict[str, Range] = {
     # only a warning: headers stripped of their orientation exist.
     "rv_right": Range((0.0, 1.0), (-1.0, 1.0), "the RV lies to the patient's right of the LV"),
     # The least image texture over the heart's slices: the correlation of neighbouring
-    # pixels in the heart's in-plane box: 0.83-0.99 on every slice of all 200 ACDC frames, 0.94-0.95 on the
-    # Sunnybrook example, about 0.02 on a slice of uniform noise, and 0.4 on bvmesh.testing's
-    # phantoms, whose white noise is harsher than any reconstructed image's; the ranges leave
-    # room for noisy scans. Low: a slice holds no image (corrupted, noise, a blank frame).
+    # pixels in the heart's in-plane box. 0.83-0.99 on every slice of all 200 ACDC frames,
+    # 0.94-0.95 on the Sunnybrook example, about 0.02 on a slice of uniform noise, and 0.4
+    # on bvmesh.testing's phantoms, whose white noise is harsher than any reconstructed
+    # image's; the ranges leave room for noisy scans. Low: a slice holds no image
+    # (corrupted, noise, a blank frame).
     "image_texture": Range((0.3, 1.0), (0.1, 1.0), "every heart slice holds an image"),
     # The most apical section with labels relative to the largest, when the scan goes on
     # beyond it: the ventricles taper to the apex (ACDC's manual labels that end before

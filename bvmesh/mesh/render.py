@@ -39,7 +39,8 @@ def render_png(mesh, path: str | os.PathLike, *, title: str | None = None,
     from matplotlib.patches import Patch
 
     tri, tags = _heart_frame(mesh)
-    rgb = np.array([matplotlib.colors.to_rgb(COLOURS.get(int(t), "#888888")) for t in tags])
+    values, which = np.unique(tags, return_inverse=True)
+    rgb = np.array([matplotlib.colors.to_rgb(COLOURS.get(int(t), "#888888")) for t in values])[which]
     lim = np.abs(tri).max()
     fig = plt.figure(figsize=(4.2 * len(views), 4.6))
     for k, (elev, azim) in enumerate(views):
