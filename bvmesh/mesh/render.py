@@ -110,7 +110,7 @@ def draw(tri: np.ndarray, rgb: np.ndarray, rotation: np.ndarray, lim: float,
     pixel, depth, which = [], [], []
     for n in np.unique(steps):
         sel = np.flatnonzero(steps == n)
-        pts = np.einsum("mk,fkd->fmd", _lattice(int(n)), corners[sel])
+        pts = _lattice(int(n)) @ corners[sel]  # (F, M, 3): every lattice point of each face
         col, row = pts[..., 0].astype(int), (size - 1 - pts[..., 1]).astype(int)
         inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
         pixel.append((row * size + col)[inside])
