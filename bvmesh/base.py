@@ -50,7 +50,8 @@ CANDIDATES = 5
 #: A call that one slice's log-odds change by less than this would flip is close: that
 #: slice's P(above the base) is within 0.38-0.62. On the 800 training volumes of the five
 #: cross-validation fits (decision offset included) it marks 7 % of the calls, a third of
-#: them wrong; 1.0 marked 14 %, too many warnings for a cohort to look at.
+#: them wrong; 1.0 marked 14 %, too many warnings for a cohort to look at (both printed
+#: by ``scripts/base_detection.py fit``).
 CLOSE_CALL = 0.5
 
 #: Areas below this (mm^2) count as no section when taking ratios between slices.

@@ -118,8 +118,9 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
         volume = cine.frame(t)
         p = fuse(probs, t) if fused else probs[t].astype(np.float32)
         own = frame_geo(geo, t, first.spacing[axis] / grid.spacing_mm)
-        own_grid = grid if own is geo else stack_grid(first, model, axis, own)
-        if own is not geo:
+        own_grid = grid
+        if own is not geo:  # this frame's base lies apical of the cine's: its own grid
+            own_grid = stack_grid(first, model, axis, own)
             p = restack(p, grid, own_grid, axis)
         return finish(volume, p, own_grid, own, model, opts,
                       report_head(volume, weights_info, model, opts))

@@ -57,7 +57,7 @@ def for_inference(net: nn.Module, device: torch.device) -> nn.Module:
     """``net`` (in eval mode) made faster to run, in place: every convolution group's batch
     norm folded into its convolution (one pass fewer over each feature map), and on a
     CPU the weights in channels-last order, which oneDNN's small convolutions run about
-    1.6 times faster (benchmarks/README.md). Outputs agree to float rounding (1e-5 on the
+    1.7 times faster (``benchmarks/bench_inference.py``). Outputs agree to float rounding (1e-5 on the
     logits). Not for training, nor for saving: the batch norms are gone."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 

@@ -115,6 +115,7 @@ def fit(args) -> None:
         record = {**model.record, "base_detector": {**fitted, "fitted_on": f"{len(rows)} volumes"}}
         save_checkpoint(model, args.into, record)
     print(f"# {len(rows)} volumes, {len(y)} candidate slices, {int(y.sum())} above the base")
+    print(f"# decision offset {offset:+g}; " + close_calls(rows, fitted))
     print("MODEL = {")
     for key, values in (("means", mean), ("scales", scale), ("weights", w[:-1])):
         print(f'    "{key}": (' + ", ".join(f"{v:.4g}" for v in values) + "),")
@@ -138,6 +139,18 @@ def best_offset(rows: list[dict], detector: dict) -> float:
 
     scores = [score(o) for o in OFFSETS]
     return float(OFFSETS[int(np.argmax(scores))])  # argmax: the first (smallest) of a tie
+
+
+def close_calls(rows: list[dict], detector: dict, thresholds=(0.25, 0.5, 1.0)) -> str:
+    """How many of ``rows``' calls each margin threshold marks as close, and how many of
+    those are wrong (what bvmesh.base.CLOSE_CALL is chosen from)."""
+    from bvmesh.base import call_base, p_above
+
+    calls = [call_base(p_above(np.array(r["features"]), detector), r["candidates"]) for r in rows]
+    margin = np.array([c.margin for c in calls])
+    wrong = np.array([c.base != r["base"] for c, r in zip(calls, rows)])
+    return "; ".join(f"margin < {t:g}: {(margin < t).mean():.1%} of calls, "
+                     f"{wrong[margin < t].sum()} of them wrong" for t in thresholds)
 
 
 def evaluate(args) -> None:

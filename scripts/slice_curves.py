@@ -27,7 +27,10 @@ TITLES = {"lv_pool": "LV blood pool", "lv_myo": "LV myocardium", "rv_pool": "RV 
 
 def curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     bins: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(11)])
-    rows = (row for part in path.split("+") for row in csv.DictReader(open(part)))
+    rows = []
+    for part in path.split("+"):
+        with open(part, newline="") as fh:
+            rows += list(csv.DictReader(fh))
     for row in rows:
         if row["structure"] in TITLES and row["dice"] not in ("", "n/a", "nan"):
             bins[row["structure"]][int(round(float(row["relative_position"]) * 10))].append(

@@ -215,7 +215,6 @@ def _start_log(path: Path, iteration: int) -> None:
         csv.writer(fh).writerows([LOG_COLUMNS, *kept])
 
 
-
 def _loop(trainer: Trainer, log_path: Path, on_progress) -> None:
     cfg, main = trainer.cfg, trainer.world.main
     start, t0 = trainer.iteration, time.perf_counter()
