@@ -71,6 +71,11 @@ RANGES: dict[str, Range] = {
     # image's; the ranges leave room for noisy scans. Low: a slice holds no image
     # (corrupted, noise, a blank frame).
     "image_texture": Range((0.3, 1.0), (0.1, 1.0), "every heart slice holds an image"),
+    # Rank correlation between slices' distance and their images' likeness (slice_order):
+    # -0.33 at most on all 200 ACDC frames (median -0.77), above -0.33 on 95 % of them
+    # shuffled at random (median +0.02). Above: the slices are not in their spatial order
+    # (a series sorted by acquisition time, or by file name, instead of by position).
+    "slice_order": Range((-1.0, -0.25), (-1.0, 0.25), "neighbouring slices look alike"),
     # The most apical section with labels relative to the largest, when the scan goes on
     # beyond it: the ventricles taper to the apex (ACDC's manual labels that end before
     # their scan does: at most 0.53; held-out predictions: at most 0.37). A large last
@@ -136,10 +141,37 @@ def image_texture(image: np.ndarray, labels: np.ndarray, slice_axis: int,
         return None
     if located is not None and len(located):
         on = np.union1d(on, located)
-    rows, cols = np.nonzero(heart.any(axis=0))
-    box = img[on[0]:on[-1] + 1, max(rows.min() - margin, 0):rows.max() + margin + 1,
-              max(cols.min() - margin, 0):cols.max() + margin + 1]
+    on = np.arange(max(on[0] - 1, 0), min(on[-1] + 2, len(img)))  # and the slice beyond each end
+    box = _heart_box(img, heart, margin)[on[0]:on[-1] + 1]
     return float(min(_neighbour_correlation(s) for s in box))
+
+
+def slice_order(image: np.ndarray, labels: np.ndarray, slice_axis: int,
+                margin: int = 10) -> float | None:
+    """Spearman's rank correlation between how far apart two slices are and how alike
+    their images are (Pearson, in the heart's in-plane box widened by ``margin``), over
+    every pair of slices: strongly negative in a stack in its acquired order, near zero
+    when the slices are out of order. None without heart or with under 4 slices."""
+    from scipy.stats import spearmanr
+
+    img = np.moveaxis(np.asarray(image, np.float64), slice_axis, 0)
+    heart = np.moveaxis(labels > 0, slice_axis, 0)
+    if len(img) < 4 or not heart.any():
+        return None
+    x = _heart_box(img, heart, margin).reshape(len(img), -1)
+    x = x - x.mean(1, keepdims=True)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+    i, j = np.triu_indices(len(img), 1)
+    rho = spearmanr(j - i, (x @ x.T)[i, j]).statistic
+    return None if not np.isfinite(rho) else float(rho)
+
+
+def _heart_box(img: np.ndarray, heart: np.ndarray, margin: int) -> np.ndarray:
+    """Every slice of ``img`` (slices first) cut to the in-plane box of ``heart`` on any
+    slice, widened by ``margin`` pixels."""
+    rows, cols = np.nonzero(heart.any(axis=0))
+    return img[:, max(rows.min() - margin, 0):rows.max() + margin + 1,
+               max(cols.min() - margin, 0):cols.max() + margin + 1]
 
 
 def _neighbour_correlation(s: np.ndarray) -> float:

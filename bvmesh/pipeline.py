@@ -232,7 +232,7 @@ def apex_sign(slices: dict) -> int:
 
 
 def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict: bool) -> dict:
-    from .checks import assess, image_texture, measures, rv_right
+    from .checks import assess, image_texture, measures, rv_right, slice_order
 
     geo = report["slices"]
     sign = apex_sign(geo)
@@ -244,6 +244,7 @@ def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict
     values["rv_right"] = rv_right(labels, volume.affine)
     located = np.flatnonzero(np.asarray(geo.get("heart_area_mm2_per_slice", []), float) > 0)
     values["image_texture"] = image_texture(volume.data, labels, geo["slice_axis"], located)
+    values["slice_order"] = slice_order(volume.data, labels, geo["slice_axis"])
     return assess(values, strict=strict)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 #: Ellipsoids of the heart frame: centre (mm) and semi-axes (mm).
 LV_ENDO = ((0.0, 0.0, 0.0), (20.0, 20.0, 45.0))
@@ -49,6 +50,8 @@ class Phantom:
 #: :func:`phantom_image`: bright pools, dark muscle, as in a bSSFP cine.
 LABEL_INTENSITY = np.array([20.0, 220.0, 90.0, 200.0, 80.0])
 NOISE_SD = 8.0
+#: Background texture of :func:`phantom_image`: SD (grey values) and smoothness (voxels).
+TISSUE_SD, TISSUE_SIGMA = 6.0, 2.0
 
 
 def rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
@@ -219,7 +222,11 @@ def beating_phantom(n_frames: int = 10, es_frame: int = 4, min_scale: float = 0.
 
 
 def phantom_image(phantom: Phantom, seed: int = 0) -> np.ndarray:
-    """Intensity image of a phantom: a grey value per label plus Gaussian noise."""
+    """Intensity image of a phantom: a grey value per label plus Gaussian noise, and
+    outside the heart a smooth texture (:data:`TISSUE_SD`), as lung, liver and fat give
+    every slice of a real scan (an image of flat noise there would read as no image)."""
     rng = np.random.default_rng(seed)
-    image = LABEL_INTENSITY[phantom.labels] + rng.normal(0.0, NOISE_SD, phantom.labels.shape)
+    tissue = ndimage.gaussian_filter(rng.normal(0.0, 1.0, phantom.labels.shape), TISSUE_SIGMA)
+    tissue *= TISSUE_SD / max(float(tissue.std()), 1e-9) * (phantom.labels == 0)
+    image = LABEL_INTENSITY[phantom.labels] + tissue + rng.normal(0.0, NOISE_SD, phantom.labels.shape)
     return np.clip(image, 1.0, None).astype(np.float32)

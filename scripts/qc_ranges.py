@@ -6,7 +6,8 @@
 For each of the 200 ED/ES frames, with the manual label map (base: the labels' most basal
 slice, ACDC stores it first): ``lv_wall_mm`` by phase, ``image_texture`` over every slice of
 the image in the heart's box, ``apical_end`` where the labels end before the scan does,
-``rv_right`` with the image's affine. ``--predictions`` folders hold
+``rv_right`` with the image's affine, ``slice_order`` on the image in its order and in
+random orders of its slices. ``--predictions`` folders hold
 ``<case>/labels.nii.gz`` from `bvmesh evaluate`; their ``apical_end`` is given too. Prints
 the range of each over the frames and the frames at its ends.
 """
@@ -39,10 +40,23 @@ def _summary(name: str, values: dict[str, float | None]) -> None:
               f"{len(got)} of {len(values)} frames")
 
 
+#: Random orders of each frame's slices for slice_order's figures.
+SHUFFLES = 5
+
+
+def _shares(name: str, ordered: dict, shuffled: dict) -> None:
+    """Median of ``ordered`` and ``shuffled`` and the share of ``shuffled`` above the
+    largest ordered value."""
+    a = np.array([v for v in ordered.values() if v is not None])
+    b = np.array([v for v in shuffled.values() if v is not None])
+    print(f"{name}: median {np.median(a):.3f} in order, {np.median(b):.3f} shuffled; "
+          f"{np.mean(b > a.max()):.1%} of the shuffled above the largest in order")
+
+
 def main() -> None:
     import nibabel as nib
 
-    from bvmesh.checks import image_texture, rv_right
+    from bvmesh.checks import image_texture, rv_right, slice_order
     from bvmesh.labels import LV_MYO, LV_POOL
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -51,7 +65,8 @@ def main() -> None:
     args = ap.parse_args()
     subjects = sorted(p.name for p in args.data.glob("patient*"))
     wall = {"ED": {}, "ES": {}}
-    texture, end, right = {}, {}, {}
+    texture, end, right, order, shuffled = {}, {}, {}, {}, {}
+    rng = np.random.default_rng(0)
     for case, image_path, gt in held_out_volumes(args.data, subjects):
         image = nib.load(str(image_path))
         spacing = np.array(image.header.get_zooms()[:3], float)
@@ -61,11 +76,18 @@ def main() -> None:
         texture[case] = image_texture(data, gt, 2, located=np.arange(data.shape[2]))
         end[case] = values["apical_end"]
         right[case] = rv_right(gt, image.affine)
+        order[case] = slice_order(data, gt, 2)
+        for i in range(SHUFFLES):
+            perm = rng.permutation(data.shape[2])
+            shuffled[f"{case} #{i}"] = slice_order(data[..., perm], gt[..., perm], 2)
     for phase, values in wall.items():
         _summary(f"lv_wall_mm, manual labels, {phase}", values)
     _summary("image_texture, every slice, images", texture)
     _summary("apical_end, manual labels ending before their scan", end)
     _summary("rv_right, manual labels", right)
+    _summary("slice_order, images", order)
+    _summary(f"slice_order, images shuffled ({SHUFFLES} random orders each)", shuffled)
+    _shares("slice_order", order, shuffled)
     predicted = {}
     for folder in args.predictions:
         for path in sorted(folder.glob("*/labels.nii.gz")):

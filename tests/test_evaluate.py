@@ -648,5 +648,7 @@ def test_cli_held_out_runs_the_real_pipeline(acdc_like, tmp_path):
     # Each case's QC verdict, so a cross-validation tells how often QC flags a good case.
     assert all(r["qc"] in ("pass", "warn", "fail") for r in rows)
     assert all(r["qc"] == "pass" or r["qc_checks"] for r in rows)
+    # The base segment used beside the labels' own: given from the labels here.
+    assert all(r["base_slice_pred"] == r["base_slice"] != "n/a" for r in rows)
     assert sorted(p.parent.name for p in (tmp_path / "r" / "predictions").glob("*/labels.nii.gz")) \
         == ["patient001_frame01", "patient001_frame12"]

@@ -38,6 +38,8 @@ def case_rows(ev: Evaluation) -> tuple[list[str], list[dict[str, str]]]:
     columns += [f"{s}_{m}" for s in ev.structures for m in METRICS]
     if "lv_myo" in ev.structures:
         columns += ["lv_mass_gt_g", "lv_mass_pred_g", "lv_mass_err_g"]
+    if any(c.base_pred is not None for c in ev.cases):
+        columns.insert(columns.index("base_slice") + 1, "base_slice_pred")
     qc = any(c.qc for c in ev.cases)
     columns += ["seconds", "segment_seconds"] + (["qc", "qc_checks"] if qc else []) + ["pred", "gt"]
     rows = []
@@ -48,6 +50,8 @@ def case_rows(ev: Evaluation) -> tuple[list[str], list[dict[str, str]]]:
                    segment_seconds=fmt(c.segment_seconds, 2))
         if qc:
             row.update(qc=c.qc, qc_checks=c.qc_checks)
+        if c.base_pred is not None:
+            row["base_slice_pred"] = str(c.base_pred)
         if folds:
             row["fold"] = "" if c.fold is None else str(c.fold)
         if c.slice_range is not None:

@@ -110,4 +110,5 @@ def segment_and_score(
         qc = getattr(seg, "report", {}).get("qc", {})
         result.qc = qc.get("verdict", "")
         result.qc_checks = ";".join(qc.get("failed", []) + qc.get("warned", []))
+        result.base_pred = getattr(seg, "report", {}).get("slices", {}).get("base_slice")
         yield result
