@@ -16,8 +16,9 @@ COLOURS = {2: "#40ff40", 4: "#ffd040", 1: "#ff4040", 3: "#40a0ff"}
 NAMES = {1: "LV pool", 2: "LV myo", 3: "RV pool", 4: "RV myo"}
 
 
-#: Pixels of the band between panels (it holds each panel's title).
-GAP_PX = 18
+#: Pixels of the band between panels (it holds each panel's title), of the page's title
+#: and of the legend below the panels.
+GAP_PX, TITLE_PX, LEGEND_PX = 18, 22, 30
 
 
 def _slice(a: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -32,13 +33,10 @@ def montage(image: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, s
     Slices are shown as stored (rows = first in-plane voxel axis), with the pixel
     aspect ratio of the voxel spacing, so what you see is the data, not a reoriented copy.
     ``marks`` labels chosen slices (e.g. ``{12: "base", 7: "init"}``). The panels are
-    composed into one image in numpy, each contour the structure's edge pixels, and
-    matplotlib only adds the text (drawing contours panel by panel took it seconds).
+    composed in numpy, each contour the structure's edge pixels (drawing contours panel by
+    panel with matplotlib took seconds), on a bvmesh.canvas page with their titles.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .canvas import Page
 
     n = len(order)
     cols = min(6, n)
@@ -47,32 +45,27 @@ def montage(image: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, s
     in_plane = [a for a in range(3) if a != slice_axis]
     aspect = 1.0 if spacing is None else spacing[in_plane[0]] / spacing[in_plane[1]]
     h, w = (image.shape[a] for a in in_plane)
-    mosaic = np.ones((rows * (h + GAP_PX), cols * (w + 4) - 4, 3))
-    dpi = 90
-    fig = plt.figure(figsize=(max(mosaic.shape[1], 500) / dpi,
-                              (mosaic.shape[0] * aspect + 60) / dpi))
-    ax = fig.add_axes((0, 40 / fig.bbox.height, 1, 1 - 60 / fig.bbox.height))
+    shown = max(1, int(round(h * aspect)))  # panel rows on the page: square pixels
+    stretch = np.minimum((np.arange(shown) / aspect).astype(int), h - 1)
+    top_px = TITLE_PX if title else 4
+    page = Page(max(cols * (w + 4) - 4, 500), top_px + rows * (shown + GAP_PX) + LEGEND_PX)
     for k, index in enumerate(order):
-        top, left = (k // cols) * (h + GAP_PX) + GAP_PX, (k % cols) * (w + 4)
-        mosaic[top:top + h, left:left + w] = _panel(_slice(image, slice_axis, index),
-                                                    _slice(labels, slice_axis, index), lo, hi)
+        top = top_px + (k // cols) * (shown + GAP_PX) + GAP_PX
+        left = (k % cols) * (w + 4)
+        panel = _panel(_slice(image, slice_axis, index), _slice(labels, slice_axis, index), lo, hi)
+        page.paste(panel[stretch], left, top)
         note = f" {marks[index]}" if marks and index in marks else ""
-        ax.text(left + w / 2, top - 3, f"slice {index}{note}", fontsize=8, ha="center", va="bottom")
-    ax.imshow(mosaic, aspect=aspect, interpolation="nearest")
-    ax.set_axis_off()
-    handles = [plt.Line2D([], [], color=COLOURS[v], label=NAMES[v]) for v in sorted(COLOURS)]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+        page.text(left + w / 2, top - 3, f"slice {index}{note}")
     if title:
-        fig.suptitle(title, fontsize=9, y=1 - 4 / fig.bbox.height, va="top")
-    path = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi))
-    plt.close(fig)
-    return path
+        page.text(page.image.width / 2, 4, title, size=12, anchor="mt")
+    page.legend([(COLOURS[v], NAMES[v]) for v in sorted(COLOURS)], page.image.height - LEGEND_PX / 2)
+    return page.save(path)
 
 
 def _panel(image: np.ndarray, labels: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """One slice as RGB in [0, 1] (grey between ``lo`` and ``hi``), each structure's edge
     pixels in its colour, walls first so that the pools' edges lie on top."""
-    import matplotlib.colors
+    from .canvas import rgb as to_rgb
 
     grey = np.clip((image.astype(float) - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
@@ -80,7 +73,7 @@ def _panel(image: np.ndarray, labels: np.ndarray, lo: float, hi: float) -> np.nd
         mask = labels == value
         if mask.any():
             edge = mask & ~ndimage.binary_erosion(mask, border_value=1)
-            rgb[edge] = matplotlib.colors.to_rgb(colour)
+            rgb[edge] = to_rgb(colour)
     return rgb
 
 

@@ -75,6 +75,26 @@ def remesh(verts: np.ndarray, faces: np.ndarray, base_faces: np.ndarray,
     """The surface remeshed to edges of about ``edge_mm`` (mm), the base rim kept sharp."""
     if edge_mm <= 0:
         raise InputError(f"the edge length must be positive, not {edge_mm:g} mm")
+    rim = rim_edges(faces, base_faces)  # checks the surface is closed and manifold
+    v, f = np.ascontiguousarray(verts, float), np.ascontiguousarray(faces, np.int64)
+    try:
+        # gpytoolbox's wrapper spends a third of its time looking for boundary vertices
+        # and non-manifold edges, which the check above rules out, and importing it loads
+        # the whole package (half a second of a cold run); its C++ binding (the wrapper's
+        # own last call) is used directly where it is the one this was written for
+        # (gpytoolbox 0.3.8), the wrapper otherwise.
+        from gpytoolbox_bindings import _remesh_botsch_cpp_impl
+
+        u, g = _remesh_botsch_cpp_impl(v, f.astype(np.int32), ITERATIONS, float(edge_mm),
+                                       np.zeros(0, np.int32), rim.astype(np.int32), True)
+    except (ImportError, TypeError):
+        u, g = _remesh_botsch()(v, f, ITERATIONS, float(edge_mm), True,
+                                feature_edges=rim.astype(np.int64))
+    return np.asarray(u, float), np.asarray(g, np.int64)
+
+
+def _remesh_botsch():
+    """gpytoolbox's remesher, or an error saying how to install it."""
     try:
         with warnings.catch_warnings():  # its own modules' numpy/scipy deprecations
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -82,18 +102,4 @@ def remesh(verts: np.ndarray, faces: np.ndarray, base_faces: np.ndarray,
     except ImportError:
         raise InputError("remeshing to an edge length needs gpytoolbox (an optional extra): "
                          "pip install 'bvmesh[remesh]'") from None
-    rim = rim_edges(faces, base_faces)  # checks the surface is closed and manifold
-    v, f = np.ascontiguousarray(verts, float), np.ascontiguousarray(faces, np.int64)
-    try:
-        # gpytoolbox's wrapper spends a third of its time looking for boundary vertices
-        # and non-manifold edges, which the check above rules out; its C++ binding (the
-        # wrapper's own last call) is used directly where it is the one this was written
-        # for (gpytoolbox 0.3.8), the wrapper otherwise.
-        from gpytoolbox_bindings import _remesh_botsch_cpp_impl
-
-        u, g = _remesh_botsch_cpp_impl(v, f.astype(np.int32), ITERATIONS, float(edge_mm),
-                                       np.zeros(0, np.int32), rim.astype(np.int32), True)
-    except (ImportError, TypeError):
-        u, g = remesh_botsch(v, f, ITERATIONS, float(edge_mm), True,
-                             feature_edges=rim.astype(np.int64))
-    return np.asarray(u, float), np.asarray(g, np.int64)
+    return remesh_botsch

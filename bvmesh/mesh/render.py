@@ -2,9 +2,9 @@
 
 Each view is drawn by a z-buffer in numpy (orthographic, faces shaded by their normals):
 every face is sampled on a barycentric lattice finer than a pixel and the sample nearest
-the viewer wins each pixel. matplotlib only lays out the three images, the title and the
-legend; drawing 70 000 faces as 3D polygons with it took seconds, and painted overlapping
-walls in the wrong order where its per-face depth sort failed.
+the viewer wins each pixel; bvmesh.canvas places the three images, the title and the
+legend. Drawing 70 000 faces as 3D polygons with matplotlib took seconds, and painted
+overlapping walls in the wrong order where its per-face depth sort failed.
 """
 
 from __future__ import annotations
@@ -14,53 +14,45 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write
 from .tags import BASE, EPI, LV, RV, TAG_NAMES
 
 #: Tag colours (colour-blind safe, Okabe-Ito).
 COLOURS = {BASE: "#E69F00", RV: "#0072B2", LV: "#D55E00", EPI: "#BBBBBB"}
-#: Pixels across one view; the heart's largest extent fills 90 % of it.
-VIEW_PX = 440
+#: Pixels across one view; the heart's largest extent fills 90 % of it. Pixels of the
+#: band above the views (the title) and below them (the legend).
+VIEW_PX, TITLE_PX, LEGEND_PX = 440, 34, 40
 #: Light direction in the view's frame (x right, y up, z toward the viewer).
 LIGHT = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
 
 
 def render_png(mesh, path: str | os.PathLike, *, title: str | None = None,
                views: tuple[tuple[float, float], ...] = ((20, -60), (20, 120), (80, -90)),
-               clip_epi: bool = True, dpi: int = 110) -> Path:
+               clip_epi: bool = True) -> Path:
     """Render the surface from ``views`` (elevation, azimuth in degrees, around the long
     axis: the mesh is rotated so its base normal points up). The last view looks from
     the base; with ``clip_epi`` the first two show the epicardium cut open at mid-plane
     so the endocardial tags inside are visible."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    from ..canvas import Page
+    from ..canvas import rgb as to_rgb
 
     tri, tags = _heart_frame(mesh)
     values, which = np.unique(tags, return_inverse=True)
-    rgb = np.array([matplotlib.colors.to_rgb(COLOURS.get(int(t), "#888888")) for t in values])[which]
+    rgb = np.array([to_rgb(COLOURS.get(int(t), "#888888")) for t in values])[which]
     lim = np.abs(tri).max()
-    fig = plt.figure(figsize=(4.2 * len(views), 4.6))
+    top = TITLE_PX if title else 0
+    page = Page(VIEW_PX * len(views), top + VIEW_PX + LEGEND_PX)
     for k, (elev, azim) in enumerate(views):
         keep = np.ones(len(tri), bool)
         if clip_epi and k < len(views) - 1:
             # Cut away the half facing the viewer, to show the cavities.
             toward = np.array([np.cos(np.radians(azim)), np.sin(np.radians(azim)), 0])
             keep = tri.mean(axis=1) @ toward < 0
-        ax = fig.add_subplot(1, len(views), k + 1)
-        ax.imshow(draw(tri[keep], rgb[keep], _view_rotation(elev, azim), lim), interpolation="antialiased")
-        ax.set_axis_off()
-    handles = [Patch(color=COLOURS[t], label=f"{TAG_NAMES[t]} ({t})") for t in (BASE, RV, LV, EPI)]
-    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
+        page.paste(draw(tri[keep], rgb[keep], _view_rotation(elev, azim), lim), k * VIEW_PX, top)
     if title:
-        fig.suptitle(title)
-    fig.subplots_adjust(left=0, right=1, top=0.93, bottom=0.08, wspace=0)
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
-    plt.close(fig)
-    return path
+        page.text(page.image.width / 2, TITLE_PX / 2, title, size=15, anchor="mm")
+    page.legend([(COLOURS[t], f"{TAG_NAMES[t]} ({t})") for t in (BASE, RV, LV, EPI)],
+                top + VIEW_PX + LEGEND_PX / 2, size=14)
+    return page.save(path)
 
 
 def _heart_frame(mesh) -> tuple[np.ndarray, np.ndarray]:
