@@ -8,7 +8,8 @@ slice, ACDC stores it first): ``lv_wall_mm`` by phase, ``image_texture`` over ev
 the image in the heart's box, ``apical_end`` where the labels end before the scan does,
 ``rv_right`` with the image's affine, ``slice_order`` on the image in its order and in
 random orders of its slices. ``--predictions`` folders hold
-``<case>/labels.nii.gz`` from `bvmesh evaluate`; their ``apical_end`` is given too. Prints
+``<case>/labels.nii.gz`` from `bvmesh evaluate`; their ``apical_end`` is given too, and
+``slice_order`` in their heart's box (what `bvmesh segment` reads). Prints
 the range of each over the frames and the frames at its ends.
 """
 
@@ -88,16 +89,21 @@ def main() -> None:
     _summary("slice_order, images", order)
     _summary(f"slice_order, images shuffled ({SHUFFLES} random orders each)", shuffled)
     _shares("slice_order", order, shuffled)
-    predicted = {}
+    predicted, predicted_order = {}, {}
     for folder in args.predictions:
         for path in sorted(folder.glob("*/labels.nii.gz")):
             img = nib.load(str(path))
             labels = np.asarray(img.dataobj)
             if labels.any() and (labels == LV_POOL).any() and (labels == LV_MYO).any():
                 spacing = np.array(img.header.get_zooms()[:3], float)
-                predicted[path.parent.name] = _measures(labels, spacing)["apical_end"]
+                case = path.parent.name
+                predicted[case] = _measures(labels, spacing)["apical_end"]
+                image = args.data / case.split("_")[0] / f"{case}.nii.gz"
+                predicted_order[case] = slice_order(np.asarray(nib.load(str(image)).dataobj,
+                                                               float), labels, 2)
     if args.predictions:
         _summary("apical_end, predictions ending before their scan", predicted)
+        _summary("slice_order, images, the predictions' heart box", predicted_order)
 
 
 if __name__ == "__main__":

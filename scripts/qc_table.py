@@ -2,6 +2,7 @@
 
     python scripts/qc_table.py ACDC/training --weights runs/fold0/model.pt -o qc.jsonl
     python scripts/qc_table.py --table qc.jsonl
+    python scripts/qc_table.py --cases results/fold*/cases.csv   # cross-validation, verdicts as run
 
 Each held-out volume of a cross-validation model (its record's subjects) is segmented as it
 is and in broken variants a user could hand bvmesh by mistake: the wrong slice axis, an ROI
@@ -123,16 +124,42 @@ def table(path: Path) -> None:
               f"{sum(flagged[i] for i in ng)} |")
 
 
+def cross_validation(paths: list[Path]) -> None:
+    """Flagged and missed over the cases.csv of `bvmesh evaluate --cases ... --held-out`
+    (each case's verdict as the run judged it): the wrong answers (LV-myocardium Dice under
+    0.6), and the others split by whether the base slice bvmesh used is the labels' own
+    (a warning on a wrong base is a wrong answer found, not a false alarm)."""
+    import collections
+    import csv
+
+    rows = [r for p in paths for r in csv.DictReader(p.open(encoding="utf-8"))]
+    flagged = {r["case"]: r["qc"] != "pass" for r in rows}
+    bad = [r for r in rows if float(r["lv_myo_dice"]) < 0.6]
+    good = [r for r in rows if float(r["lv_myo_dice"]) >= 0.6]
+    right = [r for r in good if r["base_slice_pred"] == r["base_slice"]]
+    wrong = [r for r in good if r["base_slice_pred"] != r["base_slice"]]
+    print("| held-out volumes | runs | flagged |")
+    print("|---|---|---|")
+    for name, sel in (("LV-myocardium Dice < 0.6", bad), ("Dice >= 0.6, base wrong", wrong),
+                      ("Dice >= 0.6, base right (false alarms)", right), ("Dice >= 0.6, all", good)):
+        print(f"| {name} | {len(sel)} | {sum(flagged[r['case']] for r in sel)} |")
+    checks = collections.Counter(c for r in good if flagged[r["case"]] for c in r["qc_checks"].split(";"))
+    print("checks raised on Dice >= 0.6:", ", ".join(f"{k} {n}" for k, n in checks.most_common()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", type=Path, nargs="?")
     ap.add_argument("--weights")
     ap.add_argument("-o", "--output", type=Path)
     ap.add_argument("--table", type=Path)
+    ap.add_argument("--cases", type=Path, nargs="+", help="cases.csv files of held-out evaluations")
     ap.add_argument("--subjects", type=int, default=None, help="only the first N held-out subjects")
     args = ap.parse_args()
     if args.table:
         return table(args.table)
+    if args.cases:
+        return cross_validation(args.cases)
     if not (args.data and args.weights and args.output):
         sys.exit("give DATA, --weights and -o (or --table FILE)")
     run(args.data, args.weights, args.output, args.subjects)
