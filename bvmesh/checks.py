@@ -130,11 +130,11 @@ def image_texture(image: np.ndarray, labels: np.ndarray, slice_axis: int,
                   located: np.ndarray | None = None, margin: int = 10) -> float | None:
     """The least, over the heart's slices, of the mean correlation between neighbouring
     pixels (along rows and along columns) in the heart's in-plane box widened by
-    ``margin`` pixels; None without heart. The heart's slices run from the first to the
+    ``margin`` pixels; None without heart. The slices read run from the first to the
     last that hold labels or, in ``located`` (input slice indices), where the locator saw
-    heart: a corrupted slice stops propagation, so the labels often end just before it.
-    (Not the slices beyond: bvmesh.testing's phantoms, white noise on a flat background
-    outside the heart, would read as no image there.)"""
+    heart, and one slice beyond each end: a corrupted slice stops the locator and
+    propagation, so both often end just before it. (Not every slice of the scan: one far
+    from the heart may hold little but air.)"""
     img = np.moveaxis(np.asarray(image, np.float64), slice_axis, 0)
     heart = np.moveaxis(labels > 0, slice_axis, 0)
     on = np.flatnonzero(heart.any(axis=(1, 2)))

@@ -74,7 +74,7 @@ def tissues(p_scan: np.ndarray, prm: dict) -> tuple[np.ndarray, np.ndarray]:
     p = p_scan @ np.asarray(prm["tilt"])  # heart frame: rows are heart axes in scan coordinates
     lv_endo = _ventricle(p, (0, 0, 0), np.array([20, 20, 45]) * s)
     lv_epi = _ventricle(p, (0, 0, 0), np.array([28, 28, 53]) * s)
-    rv_c, rv_semi = np.array([12, 0, 0]) * s, np.array([34, 30, 40]) * s
+    rv_c, rv_semi = np.array([20, 0, 0]) * s, np.array([30, 34, 42]) * s
     rv_in = _ventricle(p, rv_c, rv_semi) & ~lv_epi
     rv_out = _ventricle(p, rv_c, rv_semi + wall) & ~lv_epi & ~rv_in
     below = p_scan[..., 2] <= 0
