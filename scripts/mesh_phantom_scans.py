@@ -5,7 +5,7 @@
 
 Each case is a short-axis cine-like stack drawn from an analytic biventricular heart:
 oblique thick slices (6-10 mm, some with gaps), the heart's long axis tilted 0-15 degrees
-from the slice normal, RV free wall 3-6 mm, papillary muscles in the LV, epicardial
+from the slice normal, the RV a crescent on the septal side with a free wall of 3-6 mm, papillary muscles in the LV, epicardial
 fat, lungs, a liver and a fluid-filled stomach touching the heart near the apex, atria
 and great vessels above the base, slab partial volume, a smooth bias field and Rician
 noise, either handedness. The true myocardium is the analytic LV and RV walls below the
@@ -74,6 +74,8 @@ def tissues(p_scan: np.ndarray, prm: dict) -> tuple[np.ndarray, np.ndarray]:
     p = p_scan @ np.asarray(prm["tilt"])  # heart frame: rows are heart axes in scan coordinates
     lv_endo = _ventricle(p, (0, 0, 0), np.array([20, 20, 45]) * s)
     lv_epi = _ventricle(p, (0, 0, 0), np.array([28, 28, 53]) * s)
+    # The RV: a crescent on the septal side, inserting at the LV's sides (centred 12 mm out
+    # with 34 x 30 mm semi-axes, as before, it wrapped 300 degrees round the LV).
     rv_c, rv_semi = np.array([20, 0, 0]) * s, np.array([30, 34, 42]) * s
     rv_in = _ventricle(p, rv_c, rv_semi) & ~lv_epi
     rv_out = _ventricle(p, rv_c, rv_semi + wall) & ~lv_epi & ~rv_in
