@@ -110,7 +110,7 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
     axis, geo = slice_geometry(first, model, opts, frames=cine.data)
     grid = stack_grid(first, model, axis, geo)
     lap("locate")
-    probs = _network(model, cine, grid, geo["init_stack"], opts, range(n), fronts_only=True)
+    probs = _network(model, cine, grid, axis, geo["init_stack"], opts, range(n), fronts_only=True)
     lap("network")
     fused = temporal and n >= MIN_FUSION_FRAMES
 
@@ -132,7 +132,7 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
         # ED and ES are meshed: their stacks again with every slice anchored (see
         # propagate.ANCHOR_FRONTS_ONLY), and again the frames their probabilities fuse into.
         phases = sorted({ed, es})
-        probs[phases] = _network(model, cine, grid, geo["init_stack"], opts, phases,
+        probs[phases] = _network(model, cine, grid, axis, geo["init_stack"], opts, phases,
                                  fronts_only=False)
         for t in {(t + d) % n for t in phases for d in ((-1, 0, 1) if fused else (0,))}:
             frames[t] = one(t)
@@ -143,8 +143,8 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
     return CineResult(cine, frames, ed, es, report)
 
 
-def _network(model, cine: io.Cine, grid, init_stack: int, opts: SegmentOptions, frames,
-             *, fronts_only: bool) -> np.ndarray:
+def _network(model, cine: io.Cine, grid, axis: int, init_stack: int, opts: SegmentOptions,
+             frames, *, fronts_only: bool) -> np.ndarray:
     """The stack probabilities of ``frames``, (len, K+1, S, H, W), kept as float16: half
     the memory of a 30-frame cine, and off float32 by under 5e-4 (a voxel's class could
     flip only where two classes tie within that)."""
@@ -155,7 +155,8 @@ def _network(model, cine: io.Cine, grid, init_stack: int, opts: SegmentOptions, 
         ts = frames[start:start + FRAME_CHUNK]
         stacks = np.stack([preprocess.make_stack(cine.data[..., t], grid).image for t in ts])
         p = segment_stacks(model, stacks, init_stack, propagation=opts.propagation,
-                           fusion=opts.fusion, fronts_only=fronts_only)
+                           fusion=opts.fusion, fronts_only=fronts_only,
+                           acquired=grid.acquired(axis, cine.data.shape[axis]))
         if out is None:
             out = np.empty((len(frames), *p.shape[1:]), np.float16)
         out[start:start + len(ts)] = p

@@ -39,6 +39,13 @@ class StackGrid:
     def to_stack(self) -> np.ndarray:
         return np.linalg.inv(self.to_input)
 
+    def acquired(self, slice_axis: int, n_slices: int) -> np.ndarray:
+        """Stack positions (fractional slice indices) of the input's slices along
+        ``slice_axis`` that lie within one stack slice of the stack (which stops within a
+        stack slice of the last input slice)."""
+        s = self.to_stack[0, slice_axis] * np.arange(n_slices) + self.to_stack[0, 3]
+        return s[(s > -1) & (s < self.shape[0])]
+
 
 def stack_grid(affine: np.ndarray, shape: tuple[int, int, int], *, slice_axis: int,
                base_slice: float, apex_sign: int, center: tuple[float, float], size: int = 128,

@@ -116,7 +116,7 @@ def segment(source: str | os.PathLike | io.Volume, options: SegmentOptions | Non
     from .propagate import segment_stack
 
     probs = segment_stack(model, stack.image, geo["init_stack"], propagation=opts.propagation,
-                          fusion=opts.fusion)
+                          fusion=opts.fusion, acquired=grid.acquired(axis, volume.shape[axis]))
     lap("network")
     result = finish(volume, probs, grid, geo, model, opts, report_head(volume, weights_info, model, opts))
     lap("postprocess")

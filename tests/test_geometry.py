@@ -71,6 +71,11 @@ def test_stack_grid_starts_on_the_base_slice_and_inverts_exactly(slice_axis, ape
     np.testing.assert_allclose(grid.affine, affine @ grid.to_input)
     # to_stack is the exact inverse.
     np.testing.assert_allclose(grid.to_stack @ grid.to_input, np.eye(4), atol=1e-12)
+    # The input's slices on the stack: every 9 / 1.25 = 7.2 stack slices from the base,
+    # toward the apex only.
+    acquired = grid.acquired(slice_axis, shape[slice_axis])
+    n_on = (shape[slice_axis] - 1 - base) if apex_sign > 0 else base
+    np.testing.assert_allclose(np.sort(acquired), 7.2 * np.arange(n_on + 1), atol=1e-9)
     points = np.random.default_rng(0).uniform(0, 50, (20, 3))
     for p in points:
         back = grid.to_input @ (grid.to_stack @ np.array([*p, 1.0]))

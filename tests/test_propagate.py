@@ -86,6 +86,25 @@ def test_fusion_anchors_the_slices_passed_on_and_leaves_the_rest_propagated():
     np.testing.assert_allclose(every[:, 3], 0.5 * (constant + per_slice[:, 3]), atol=1e-5)
 
 
+def test_fusion_on_acquired_slices_interpolates_the_anchor_between_them():
+    """With the acquired slices' stack positions, the initialisation network reads the
+    stack slices nearest them and the anchor is linear between them, held beyond."""
+    model = _model([0.1, 0.2, 0.3, 0.4])
+    image = np.random.default_rng(5).random((14, 128, 128), dtype=np.float32)
+    per_slice = init_slices(model, image, list(range(14))).transpose(1, 0, 2, 3)
+    # Acquired slices at stack positions 1.2, 6.9 and 11 (rounded: 1, 7, 11).
+    probs = segment_stack(model, image, 7, fusion=True, acquired=np.array([1.2, 6.9, 11.0]))
+    constant = np.array([0.1, 0.2, 0.3, 0.4])[:, None, None]
+    np.testing.assert_allclose(probs[:, 7], per_slice[:, 7], atol=1e-6)  # the init slice
+    anchor = {0: per_slice[:, 1], 3: per_slice[:, 1] * 4 / 6 + per_slice[:, 7] * 2 / 6,
+              9: (per_slice[:, 7] + per_slice[:, 11]) / 2, 13: per_slice[:, 11]}
+    for z, a in anchor.items():
+        np.testing.assert_allclose(probs[:, z], 0.5 * (constant + a), atol=1e-5)
+    # Without positions (or with the constant off) every slice is read, as before.
+    np.testing.assert_allclose(segment_stack(model, image, 7, fusion=True)[:, 3],
+                               0.5 * (constant + per_slice[:, 3]), atol=1e-5)
+
+
 def test_frames_batched_give_each_frame_its_own_result():
     from bvmesh.propagate import segment_stacks
 
