@@ -323,3 +323,26 @@ def test_a_remeshed_surface_that_fails_the_gate_gives_way_to_shorter_edges(monke
     surf = surface_mesh(phantom.labels, phantom.affine, edge_mm=1.5)
     assert surf.quality["passed"], surf.quality["failed"]
     assert any("(1.5 mm failed the gate)" in n for n in surf.notes), surf.notes
+
+
+def test_a_remesh_that_leaves_only_a_sliver_is_tried_again_at_a_slightly_shorter_edge(monkeypatch):
+    """A single sliver does not send the surface down the ladder to half its edge: one
+    retry 5 % shorter triangulates it anew at about the density asked for."""
+    pytest.importorskip("gpytoolbox")
+    import bvmesh.mesh.build as build
+
+    phantom = make_phantom((1.25, 1.25, 1.25), truth=False)
+    real_gate, calls = build.quality_report, []
+
+    def sliver_on_first(verts, faces, tags, **kw):  # the first remesh "leaves a sliver"
+        report = real_gate(verts, faces, tags, **kw)
+        calls.append(len(faces))
+        if len(calls) == 1:
+            report = {**report, "passed": False, "failed": ["min_triangle_angle_deg"]}
+        return report
+
+    monkeypatch.setattr(build, "quality_report", sliver_on_first)
+    surf = surface_mesh(phantom.labels, phantom.affine, edge_mm=1.5)
+    assert surf.quality["passed"], surf.quality["failed"]
+    assert any("remeshed to 1.425 mm edges (1.5 mm left a sliver)" in n for n in surf.notes), surf.notes
+    assert len(calls) == 2  # no dense gate, no ladder
