@@ -56,7 +56,7 @@ def main() -> None:
     print(f"input: {args.cine} ({n} frames); medians of {args.repeats}\n")
     print("| measure | seconds | per frame |\n|---|---|---|")
     print(f"| segment_cine(), warm process, no writing | {w['total_s']:.1f} | {w['total_s'] / n:.2f} |")
-    for stage in ("locate", "network", "postprocess", "network_ed_es"):
+    for stage in ("locate", "network", "postprocess"):
         s = w["stages_s"][stage]
         print(f"| - of which {stage} | {s:.1f} | {s / n:.2f} |")
     print(f"| `bvmesh segment` cold process, wall, all outputs | {wall:.1f} | {wall / n:.2f} |")

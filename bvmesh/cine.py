@@ -2,10 +2,9 @@
 the function figures (volumes, stroke volume, ejection fraction, LV mass).
 
     cine -> one slice geometry (heart located on every frame, medians) -> every frame's
-         stack through the networks (frames batched, fusion anchored on the fronts) ->
-         temporal fusion of probabilities -> per-frame labels (pipeline.finish) -> volume
-         curves -> ED, ES -> their stacks again, anchored on every slice (they are meshed)
-         -> function
+         stack through the networks (frames batched, fusion anchored on the acquired
+         slices, as a single volume's) -> temporal fusion of probabilities -> per-frame
+         labels (pipeline.finish) -> volume curves -> ED, ES -> function
 
 The paper names temporal consistency as its next step. Here the base, the ROI and the
 stack grid are chosen once per cine, so a frame cannot differ from its neighbour by a
@@ -110,7 +109,7 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
     axis, geo = slice_geometry(first, model, opts, frames=cine.data)
     grid = stack_grid(first, model, axis, geo)
     lap("locate")
-    probs = _network(model, cine, grid, axis, geo["init_stack"], opts, range(n), fronts_only=True)
+    probs = _network(model, cine, grid, axis, geo["init_stack"], opts)
     lap("network")
     fused = temporal and n >= MIN_FUSION_FRAMES
 
@@ -128,35 +127,26 @@ def segment_cine(source: str | os.PathLike | io.Cine, options: SegmentOptions | 
     frames = [one(t) for t in range(n)]
     ed, es, phase_why = ed_es([f.report["measurements"]["lv_pool_ml"] for f in frames], ed, es)
     lap("postprocess")
-    if opts.fusion and opts.propagation:
-        # ED and ES are meshed: their stacks again with every slice anchored (see
-        # propagate.ANCHOR_FRONTS_ONLY), and again the frames their probabilities fuse into.
-        phases = sorted({ed, es})
-        probs[phases] = _network(model, cine, grid, axis, geo["init_stack"], opts, phases,
-                                 fronts_only=False)
-        for t in {(t + d) % n for t in phases for d in ((-1, 0, 1) if fused else (0,))}:
-            frames[t] = one(t)
-        lap("network_ed_es")
     frames = tuple(frames)
     report = _report(cine, frames, ed, es, phase_why, fused, temporal, height_cm, weight_kg, opts)
     report["timings_s"] = times
     return CineResult(cine, frames, ed, es, report)
 
 
-def _network(model, cine: io.Cine, grid, axis: int, init_stack: int, opts: SegmentOptions,
-             frames, *, fronts_only: bool) -> np.ndarray:
-    """The stack probabilities of ``frames``, (len, K+1, S, H, W), kept as float16: half
+def _network(model, cine: io.Cine, grid, axis: int, init_stack: int,
+             opts: SegmentOptions) -> np.ndarray:
+    """The stack probabilities of every frame, (F, K+1, S, H, W), kept as float16: half
     the memory of a 30-frame cine, and off float32 by under 5e-4 (a voxel's class could
-    flip only where two classes tie within that)."""
+    flip only where two classes tie within that). Every frame is anchored as a single
+    volume is (on the acquired slices), so any frame can be meshed as it is."""
     from .propagate import segment_stacks
 
-    frames, out = list(frames), None
+    frames, out = list(range(cine.n_frames)), None
     for start in range(0, len(frames), FRAME_CHUNK):
         ts = frames[start:start + FRAME_CHUNK]
         stacks = np.stack([preprocess.make_stack(cine.data[..., t], grid).image for t in ts])
         p = segment_stacks(model, stacks, init_stack, propagation=opts.propagation,
-                           fusion=opts.fusion, fronts_only=fronts_only,
-                           acquired=grid.acquired(axis, cine.data.shape[axis]))
+                           fusion=opts.fusion, acquired=grid.acquired(axis, cine.data.shape[axis]))
         if out is None:
             out = np.empty((len(frames), *p.shape[1:]), np.float16)
         out[start:start + len(ts)] = p
