@@ -114,7 +114,7 @@ def segment_stacks(model: Model, images: np.ndarray, init_index: int, *,
     fronts = front_slices(depth, init_index) if fronts_only else list(range(depth))
     anchored = np.zeros(depth, bool)
     anchored[fronts] = True
-    if ANCHOR_ACQUIRED and acquired is not None and not fronts_only:
+    if ANCHOR_ACQUIRED and acquired is not None and len(acquired) and not fronts_only:
         anchors = _acquired_anchors(model, images, acquired)
     else:
         anchors = np.zeros((n_stacks, len(model.classes) + 1, *images.shape[1:]), np.float32)
@@ -142,9 +142,8 @@ def _acquired_anchors(model: Model, images: np.ndarray, acquired: np.ndarray) ->
 #: errors from accumulating, pass on the same masks, and leave the held-out Dice as it is
 #: at 2.5x less network time. But the slices between them, the propagation network's own
 #: output, vary with a 4-slice period that the mesh's remeshing does not survive (2 of 3
-#: ACDC cases fell back to marching cubes' density or 0.75 mm edges, 4x slower): a case
-#: that is meshed is anchored on every slice. bvmesh.cine anchors the fronts only on the
-#: frames it does not mesh.
+#: ACDC cases fell back to marching cubes' density or 0.75 mm edges, 4x slower), so it is
+#: off; :data:`ANCHOR_ACQUIRED` is cheaper still and smooth.
 ANCHOR_FRONTS_ONLY = False
 
 
