@@ -1,16 +1,18 @@
-"""Fused propagation with the initialisation-network anchor on every stack slice, or only on
-the slices a propagation step passes on (bvmesh.propagate.ANCHOR_FRONTS_ONLY, the default).
+"""Fused propagation with the initialisation-network anchor read on every stack slice, only on
+the slices a propagation step passes on (bvmesh.propagate.ANCHOR_FRONTS_ONLY), or on the
+acquired slices and interpolated between them (bvmesh.propagate.ANCHOR_ACQUIRED, the default).
 
     python scripts/compare_anchor.py ACDC/training --weights runs/fold0/model.pt -o anchor.jsonl
     python scripts/compare_anchor.py --table anchor.jsonl
     python scripts/compare_anchor.py --meshes ACDC/training/patient00{1,2,3}/patient00?_frame01.nii.gz
 
 Every held-out volume of the cross-validation model (its record's subjects, ED and ES) is
-segmented both ways; Dice per structure against the manual labels on their own slices, and
-the network stage's seconds. One torch thread (the numbers of a busy 2-core machine).
+segmented with the first two; Dice per structure against the manual labels on their own
+slices, and the network stage's seconds. One torch thread (the numbers of a busy 2-core
+machine). (The acquired-slice anchor's Dice: `bvmesh evaluate` runs, docs/results.md.)
 ``--meshes``: the given images with the bundled model (or ``--weights``), meshed as
-`bvmesh segment` meshes them (outputs.mesh_of) both ways: seconds, faces and how the
-remeshing went.
+`bvmesh segment` meshes them (outputs.mesh_of) with each of the three anchors: seconds,
+faces and how the remeshing went.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ from pathlib import Path
 import numpy as np
 from heldout import STRUCTURES, dice, held_out_volumes
 
+#: The anchors compared: name -> (ANCHOR_FRONTS_ONLY, ANCHOR_ACQUIRED).
+ANCHORS = {"every slice": (False, False), "fronts only": (True, False), "acquired": (False, True)}
+
+
+def _use(anchor: str) -> None:
+    from bvmesh import propagate
+
+    propagate.ANCHOR_FRONTS_ONLY, propagate.ANCHOR_ACQUIRED = ANCHORS[anchor]
+
 
 def run(args) -> None:
     import torch
 
-    from bvmesh import propagate
     from bvmesh.pipeline import load_weights, segment
 
     torch.set_num_threads(1)
@@ -35,7 +45,7 @@ def run(args) -> None:
         for case, image, gt in held_out_volumes(args.data, model.record["held_out_subjects"]):
             row = {"case": case}
             for fronts in (False, True):
-                propagate.ANCHOR_FRONTS_ONLY = fronts
+                _use("fronts only" if fronts else "every slice")
                 r = segment(image, model=model)
                 row["fronts" if fronts else "all"] = {"dice": dice(r.labels, gt),
                                                       "network_s": r.report["timings_s"]["network"]}
@@ -46,21 +56,20 @@ def run(args) -> None:
 def meshes(paths: list[str], weights: str | None) -> None:
     import time
 
-    from bvmesh import propagate
     from bvmesh.outputs import mesh_of
     from bvmesh.pipeline import load_weights, segment
 
     model, _ = load_weights(weights, "cpu")
     print("| image | anchor | mesh seconds | faces | remeshing |\n|---|---|---|---|---|")
     for path in paths:
-        for fronts in (False, True):
-            propagate.ANCHOR_FRONTS_ONLY = fronts
+        for anchor in ANCHORS:
+            _use(anchor)
             result = segment(path, model=model)
             t0 = time.perf_counter()
             surf, _ = mesh_of(result)
             note = next((n for n in surf.notes if "remesh" in n), "")
-            print(f"| {Path(path).name} | {'fronts only' if fronts else 'every slice'} | "
-                  f"{time.perf_counter() - t0:.1f} | {len(surf.faces)} | {note} |")
+            print(f"| {Path(path).name} | {anchor} | {time.perf_counter() - t0:.1f} | "
+                  f"{len(surf.faces)} | {note} |")
 
 
 def table(path: Path) -> None:

@@ -5,10 +5,10 @@
 
 Each case is a short-axis cine-like stack drawn from an analytic biventricular heart:
 oblique thick slices (6-10 mm, some with gaps), the heart's long axis tilted 0-15 degrees
-from the slice normal, the RV a crescent on the septal side with a free wall of 3-6 mm, papillary muscles in the LV, epicardial
-fat, lungs, a liver and a fluid-filled stomach touching the heart near the apex, atria
-and great vessels above the base, slab partial volume, a smooth bias field and Rician
-noise, either handedness. The true myocardium is the analytic LV and RV walls below the
+from the slice normal, the RV a crescent on the septal side with a free wall of 3-6 mm,
+papillary muscles in the LV, epicardial fat, lungs, a liver and a fluid-filled stomach
+touching the heart near the apex, atria and great vessels above the base, slab partial
+volume, a smooth bias field and Rician noise, either handedness. The true myocardium is the analytic LV and RV walls below the
 base plane (the basal face of the base slice). `bvmesh segment` runs with the true
 base slice (bundled model, everything else automatic) and its mesh is compared with
 the truth:
