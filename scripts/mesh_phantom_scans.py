@@ -8,10 +8,10 @@ oblique thick slices (6-10 mm, some with gaps), the heart's long axis tilted 0-1
 from the slice normal, the RV a crescent on the septal side with a free wall of 3-6 mm,
 papillary muscles in the LV, epicardial fat, lungs, a liver and a fluid-filled stomach
 touching the heart near the apex, atria and great vessels above the base, slab partial
-volume, a smooth bias field and Rician noise, either handedness. The true myocardium is the analytic LV and RV walls below the
-base plane (the basal face of the base slice). `bvmesh segment` runs with the true
-base slice (bundled model, everything else automatic) and its mesh is compared with
-the truth:
+volume, a smooth bias field and Rician noise, either handedness. The true myocardium is
+the analytic LV and RV walls below the base plane (the basal face of the base slice).
+`bvmesh segment` runs with the true base slice (bundled model, everything else
+automatic) and its mesh is compared with the truth:
 
 - ``p95_mm`` / ``max_mm``: distance from the mesh vertices to the true surface;
 - ``volume_error``: meshed myocardium (an extrapolated apex cap not counted) against the
