@@ -170,26 +170,3 @@ def test_the_remesher_refuses_a_surface_that_is_not_closed():
     fin = np.concatenate([tetrahedron, [[0, 1, 4], [0, 4, 1]]])  # edge 0-1 in four faces
     with pytest.raises(InputError, match="not closed and manifold"):
         remesh.rim_edges(fin, np.zeros(len(fin), bool))
-
-
-def test_an_rv_left_open_below_a_closed_lv_gets_its_own_cap():
-    """The labels close the LV but stop with the RV pool open (ACDC patient087 ED): the cap
-    follows the RV and closes it, instead of a cap of no height that left the pool open."""
-    from bvmesh.labels import RV_MYO
-
-    r = np.hypot(*np.mgrid[-20:21, -30:11])  # the LV centred, the RV's side toward -y
-    rv_r = np.hypot(*np.mgrid[-20:21, -30:11] + np.array([0, 12])[:, None, None])
-    stack = []
-    for i in range(30):
-        lv_outer = 14 * np.sqrt(max(1 - (i / 28) ** 2, 0.0))  # the LV closes at slice 28
-        s = np.zeros(r.shape, np.uint8)
-        s[(rv_r < 16) & (r >= 14)] = RV_MYO
-        s[(rv_r < 13) & (r >= 15)] = RV_POOL
-        s[r < lv_outer] = LV_MYO
-        s[r < lv_outer - 5] = LV_POOL
-        stack.append(s)
-    labels = np.stack(stack)
-    assert apex.is_open(labels) and not (labels[-1] == LV_POOL).any()
-    capped, cap = apex.extrapolate(labels, 1.0, 0.001)
-    assert cap.slices >= 3 and cap.height_mm >= 3 and cap.myocardium_ml > 0
-    assert not apex.is_open(capped)

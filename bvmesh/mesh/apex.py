@@ -7,9 +7,8 @@ grid, with the apical end at the last index. Two ways to close it:
   where the labels stop);
 - ``extrapolate``: a rounded cap continued beyond the last slice. Its height is where the
   half ellipsoid fitted to the LV's radius over its apical half closes (bvmesh.mesh.apex.
-  cap_height; a hemisphere of the last LV radius when the profile gives no ellipse; the
-  RV's radius where only the RV is still open), so it follows from the heart's shape and
-  is not a free parameter. Each structure (the whole
+  cap_height; a hemisphere of the last LV radius when the profile gives no ellipse), so it
+  follows from the heart's shape and is not a free parameter. Each structure (the whole
   heart, each pool) shrinks by an inward offset of its last section along a quarter
   ellipse; the pools close one apical wall thickness earlier, the RV in proportion to its
   smaller section.
@@ -107,15 +106,12 @@ def extrapolate(labels: np.ndarray, spacing: float, voxel_ml: float, *,
     measured there, not on slices copied to fill a slab); default all.
     """
     predicted = len(labels) if predicted is None else predicted
+    lv_epi = [inscribed_radius(np.isin(s, (LV_POOL, LV_MYO)), spacing) for s in labels[:predicted]]
     end = labels[-1]
     inner = {k: ndimage.distance_transform_edt(m) * spacing
              for k, m in (("heart", end > 0), ("lv", end == LV_POOL), ("rv", end == RV_POOL))}
     rho = {k: float(d.max()) for k, d in inner.items()}
-    # The LV's profile, or the RV's where only the RV is open (the LV closed by its labels:
-    # its own profile ends at the apex and would leave the RV open; ACDC patient087 ED).
-    side = (LV_POOL, LV_MYO) if rho["lv"] else (RV_POOL, RV_MYO)
-    profile = [inscribed_radius(np.isin(s, side), spacing) for s in labels[:predicted]]
-    height = cap_height(np.asarray(profile), spacing)
+    height = cap_height(np.asarray(lv_epi), spacing)
     wall = float(np.clip(inscribed_radius(np.isin(end, (LV_POOL, LV_MYO)), spacing) - rho["lv"],
                          *APICAL_WALL_MM)) if rho["lv"] else APICAL_WALL_MM[0]
     lv_height = max(height - wall, spacing)
