@@ -170,3 +170,32 @@ def test_the_remesher_refuses_a_surface_that_is_not_closed():
     fin = np.concatenate([tetrahedron, [[0, 1, 4], [0, 4, 1]]])  # edge 0-1 in four faces
     with pytest.raises(InputError, match="not closed and manifold"):
         remesh.rim_edges(fin, np.zeros(len(fin), bool))
+
+
+def test_an_rv_left_open_below_a_closed_lv_is_lidded_at_the_face():
+    """The labels close the LV (it forms the apex) but stop with the RV pool open (ACDC
+    patient087 ED): the RV gets a lid at the last slab's apical face, reported as the apex
+    closure, not a cap of no height that left the pool for the topology repair to seal
+    beyond the face."""
+    from bvmesh.labels import RV_MYO
+
+    y, x = np.mgrid[-20:21, -30:11]
+    r, rv_r = np.hypot(y, x), np.hypot(y, x + 12)
+    stack = []
+    for i in range(33):
+        lv_outer = 14 * np.sqrt(max(1 - (i / 30) ** 2, 0.0))  # the LV closes at slice 30
+        s = np.zeros(r.shape, np.uint8)
+        s[(rv_r < 17) & (r >= 14)] = RV_MYO
+        s[(rv_r < 14) & (r >= 15)] = RV_POOL
+        s[r < lv_outer] = LV_MYO
+        s[r < lv_outer - 5] = LV_POOL
+        stack.append(s)
+    stack = np.stack(stack)
+    assert apex.is_open(stack) and not (stack[-1] == LV_POOL).any()
+    vol = slab_volume(stack, np.diag([1.25, 1.25, 1.25, 1.0]), spacing_mm=1.25, slab_mm=10,
+                      last_labelled_mm=40, scan_end=True)
+    up = int(np.ceil(5 / 1.25)) + 1
+    assert vol.apex.mode == "flat" and vol.apex.myocardium_ml > 0
+    assert len(vol.labels) == up + 36  # nothing past the face at 45 mm
+    assert not apex.is_open(vol.labels)
+    assert any("the RV closed by a lid" in n for n in vol.notes)

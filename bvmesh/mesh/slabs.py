@@ -13,6 +13,8 @@ Here the stack is made to match the label map on the input grid:
 - a blood pool still open there means the labels stop before the apex (the scan ends,
   or the last slices were too faint to segment): it is closed by a rounded cap
   extrapolated beyond that face (bvmesh.mesh.apex; ``apex="flat"``: a lid at the face).
+  Where only the RV is open, the LV closed by the labels forms the apex and the RV gets a
+  lid at the face.
 
 Between slice centres the network reads linearly interpolated images, and its boundary
 moves in steps that repeat with every slice: slice terraces. The labels are smoothed
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..labels import LV_POOL
 from . import apex as apex_cap
 from .prepare import plane_normal_of_axis
 
@@ -87,7 +90,15 @@ def slab_volume(stack_labels: np.ndarray, affine: np.ndarray, *, spacing_mm: flo
     cap = None
     if apex_cap.is_open(labels):
         where = "the scan ends" if scan_end else "the labels end before the scan does"
-        if apex == "extrapolate":
+        if apex == "extrapolate" and not (labels[-1] == LV_POOL).any():
+            # The LV closes within the labels: it forms the apex, and no RV reaches past
+            # it, so an RV pool left open there is closed by a lid at the face (a cap
+            # from the LV's profile had no height and left it open; ACDC patient087 ED).
+            labels, cap = apex_cap.flat_lid(labels, voxel_ml)
+            notes.append(f"{where} with the LV closed and the RV pool open: the RV closed by "
+                         f"a lid at the last labelled slice's apical face ({cap.myocardium_ml:.2f}"
+                         " ml of pool made myocardium)")
+        elif apex == "extrapolate":
             labels, cap = apex_cap.extrapolate(labels, spacing_mm, voxel_ml,
                                                predicted=up + predicted)
             notes.append(f"{where}, with a blood pool open: a rounded apex cap extrapolated "
