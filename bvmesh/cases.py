@@ -71,7 +71,7 @@ def _runner_up(slices: dict) -> int | str:
 #: A cohort this large or larger runs over worker processes by default: each costs a few
 #: seconds to start (torch, the model), which fewer cases do not win back.
 AUTO_WORKERS_MIN_CASES = 8
-#: Memory one worker may take (a cold case peaks at about 0.56 GB, benchmarks/README.md;
+#: Memory one worker may take (a cold case peaks at about 0.5 GB, benchmarks/README.md;
 #: a cine or a large volume takes more).
 WORKER_MB = 1500
 
@@ -80,7 +80,7 @@ def auto_workers(n_cases: int) -> int:
     """Processes for ``n_cases`` by default: one per core for a cohort of at least
     :data:`AUTO_WORKERS_MIN_CASES` (as memory allows, :data:`WORKER_MB` each), else one.
     Cases spend much of their time on one core (remeshing, the quality gate, the PNGs):
-    on 2 cores two workers take 6.0 s a case against 8.6 s for one process."""
+    on 2 cores two workers take 4.9 s a case against 7.4 s for one process."""
     if n_cases < AUTO_WORKERS_MIN_CASES:
         return 1
     try:
