@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT = "report.json"
+#: Why a case folder has no mesh: the label map holds no myocardium (QC then fails).
+NO_MYOCARDIUM = "no myocardium in the labels: no mesh written"
 
 
 def prepare_dir(out_dir: str | os.PathLike) -> Path:
@@ -131,7 +133,7 @@ def write_case(result: SegmentResult, out_dir: str | os.PathLike, case: str, *,
             files.append("probabilities.nii.gz")
         if mesh is not None:
             report["mesh"] = _write_mesh(result, tmp, mesh, case)
-            files += ["mesh.vtp", "mesh.stl", "mesh.png"]
+            files += [f for f in ("mesh.vtp", "mesh.stl", "mesh.png") if (tmp / f).exists()]
             if "qc" in report:
                 report["qc"] = with_mesh(report["qc"], bool(report["mesh"]["quality"]["passed"]))
         _write_qc(result, tmp / "qc.png")
@@ -176,12 +178,17 @@ def _write_cine_meshes(result: CineResult, folder: Path, options: MeshOptions, c
     for phase, t in phases.items():
         out[phase] = {"frame": t, **_write_mesh(result.frames[t], folder, options, case,
                                                 stem=f"mesh_{phase}")}
-        files += [f"mesh_{phase}.vtp", f"mesh_{phase}.stl", f"mesh_{phase}.png"]
+        files += [f"mesh_{phase}{ext}" for ext in (".vtp", ".stl", ".png")
+                  if (folder / f"mesh_{phase}{ext}").exists()]
     if options.frames == "all":
         from .mesh import write_mesh
 
         out["frames"] = []
         for t, frame in enumerate(result.frames):
+            if not np.isin(frame.labels, MYOCARDIUM).any():
+                out["frames"].append({"frame": t, "passed": False, "faces": 0,
+                                      "skipped": NO_MYOCARDIUM})
+                continue
             surf, _ = mesh_of(frame, options)
             write_mesh(surf, folder / f"mesh_f{t:02d}.vtp")
             files.append(f"mesh_f{t:02d}.vtp")
@@ -212,6 +219,9 @@ def _write_mesh(result: SegmentResult, folder: Path, options: MeshOptions, case:
     from .mesh import write_mesh
     from .mesh.render import render_png
 
+    if not np.isin(result.labels, MYOCARDIUM).any():
+        log.warning("%s: %s: %s", case, stem, NO_MYOCARDIUM)
+        return {"skipped": NO_MYOCARDIUM, "quality": {"passed": False, "failed": ["no_myocardium"]}}
     surf, vol = mesh_of(result, options)
     write_mesh(surf, folder / f"{stem}.vtp")
     write_mesh(surf, folder / f"{stem}.stl")

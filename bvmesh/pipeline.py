@@ -190,9 +190,8 @@ def refuse_label_map(data: np.ndarray, source: str) -> None:
 
 def _labels_on_input(stack_labels: np.ndarray, grid: StackGrid, shape) -> np.ndarray:
     """Stack labels on the input grid: each class's one-hot channel resampled, then the largest."""
-    on_input = preprocess.to_input_grid(postprocess.one_hot(stack_labels)[1:], grid, shape)
-    background = 1.0 - on_input.sum(0)
-    return np.where(on_input.max(0) > background, 1 + on_input.argmax(0), 0).astype(np.uint8)
+    return postprocess.from_one_hot(
+        preprocess.to_input_grid(postprocess.one_hot(stack_labels)[1:], grid, shape))
 
 
 def _probabilities_on_input(probs: np.ndarray, classes, grid: StackGrid, shape) -> np.ndarray:

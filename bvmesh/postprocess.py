@@ -74,3 +74,10 @@ def add_rv_wall(labels: np.ndarray, spacing_mm: float, thickness_mm: float) -> n
 
 def one_hot(labels: np.ndarray, n_labels: int = 5) -> np.ndarray:
     return np.stack([(labels == v).astype(np.float32) for v in range(n_labels)])
+
+
+def from_one_hot(channels: np.ndarray) -> np.ndarray:
+    """Labels from the one-hot channels of labels 1-4 after linear resampling (they blend
+    where labels meet): the largest channel, where it beats the background they leave."""
+    background = 1.0 - channels.sum(0)
+    return np.where(channels.max(0) > background, 1 + channels.argmax(0), 0).astype(np.uint8)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .labels import LV_MYO, LV_POOL
+
 #: Ellipsoids of the heart frame: centre (mm) and semi-axes (mm).
 LV_ENDO = ((0.0, 0.0, 0.0), (20.0, 20.0, 45.0))
 LV_EPI = ((0.0, 0.0, 0.0), (28.0, 28.0, 53.0))
@@ -206,6 +208,20 @@ def make_phantom(spacing: tuple[float, float, float] = (1.25, 1.25, 1.25), *,
         pts, tags = np.zeros((0, 3)), np.zeros(0, int)
     return Phantom(labels, affine, pts, tags, np.asarray(origin, float), rot[:, 2].copy(),
                    slice_axis, rv_wall_mm)
+
+
+def hole_in_lv_wall(labels: np.ndarray, slice_axis: int, n_slices: int = 3) -> np.ndarray:
+    """``labels`` with the LV wall cut through on ``n_slices`` middle slices, from the
+    pool's centre out along one in-plane axis: a handle of the myocardium, which only
+    topology repair removes."""
+    out = np.moveaxis(labels.copy(), slice_axis, 0)
+    mid = len(out) // 2
+    for k in range(mid - n_slices // 2, mid + n_slices - n_slices // 2):
+        rows, cols = np.nonzero(out[k] == LV_POOL)
+        r, c = int(rows.mean()), int(cols.mean())
+        wall = out[k, r - 2:r + 3, :c]
+        wall[wall == LV_MYO] = 0
+    return np.moveaxis(out, 0, slice_axis)
 
 
 def beating_phantom(n_frames: int = 10, es_frame: int = 4, min_scale: float = 0.7,

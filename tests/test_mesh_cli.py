@@ -9,7 +9,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from bvmesh.cli.main import app
-from bvmesh.testing import make_phantom
+from bvmesh.testing import hole_in_lv_wall, make_phantom
 
 runner = CliRunner()
 
@@ -50,11 +50,12 @@ def test_gate_failure_still_writes_and_exits_3(tmp_path, monkeypatch):
     import bvmesh.mesh as mesh
 
     real = mesh.surface_mesh
-    # Without topology repair the 8 mm phantom's myocardium has handles: a real failure.
+    # Without topology repair a hole through the LV wall stays a handle: a real failure.
     monkeypatch.setattr(mesh, "surface_mesh",
                         lambda *a, **k: real(*a, **{**k, "repair_topology": False}))
     phantom = make_phantom((1.5, 1.5, 8.0), truth=False)
-    src = _save(phantom.labels, phantom.affine, tmp_path / "case.nii.gz")
+    labels = hole_in_lv_wall(phantom.labels, slice_axis=2)
+    src = _save(labels, phantom.affine, tmp_path / "case.nii.gz")
     res = runner.invoke(app, ["mesh", str(src), "-o", str(tmp_path / "m.vtp")])
     assert res.exit_code == 3, res.output
     assert (tmp_path / "m.vtp").exists()

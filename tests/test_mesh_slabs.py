@@ -41,6 +41,25 @@ def test_segment_mesh_reaches_the_basal_face_of_the_base_slice(make_case, tiny_m
     assert surf.volume_ml == pytest.approx(label_ml, rel=0.03)
 
 
+def test_the_mesh_holds_the_sections_not_what_lies_between_them(make_case, tiny_model):
+    """Between slice centres the network reads blended images and drew the wall wider; the
+    label map sees only the centres, and so must the mesh (it held up to 8 % more myocardium)."""
+    from scipy import ndimage
+
+    case, result = _exact_result(make_case, tiny_model, 1)
+    stack = result.stack_labels.copy()
+    k = np.arange(len(stack)) * result.grid.spacing_mm / 9.0  # in input slices from the base
+    between = np.abs(k - np.rint(k)) > 0.25
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = True
+    wider = ndimage.binary_dilation(np.isin(stack, (2, 4)), in_plane, iterations=2) & (stack == 0)
+    stack[between[:, None, None] & wider] = LV_MYO
+    plain, _ = outputs.mesh_of(result, outputs.MeshOptions(edge_mm=None))
+    wide, _ = outputs.mesh_of(dataclasses.replace(result, stack_labels=stack),
+                              outputs.MeshOptions(edge_mm=None))
+    assert wide.volume_ml == pytest.approx(plain.volume_ml, rel=0.005)
+
+
 def _open_tube(n: int = 40, outer: float = 14, inner: float = 9) -> np.ndarray:
     """An LV-like thick tube along axis 0 (1 mm voxels), open at both ends."""
     r = np.hypot(*np.mgrid[-20:21, -20:21])
@@ -117,6 +136,26 @@ def test_slab_volume_of_a_truncated_stack(det_sign):
     flat = slab_volume(stack, affine, spacing_mm=1.25, slab_mm=10, last_labelled_mm=40,
                        scan_end=True, apex="flat")
     assert flat.apex.mode == "flat" and len(flat.labels) == up + 36
+
+
+def test_a_heart_that_ends_inside_the_scan_tapers_within_its_last_slab():
+    """Past the last labelled centre (20 mm from the base, an apical disc of myocardium) the
+    section shrinks toward the empty slice beyond, at 45 degrees; where the scan ends
+    there instead, it is held to the slab's face."""
+    stack = _open_tube(n=33)
+    r = np.hypot(*np.mgrid[-20:21, -20:21])
+    stack[16:] = np.where(r < 14, LV_MYO, 0)
+    up = int(np.ceil(5 / 1.25)) + 1
+    area = {}
+    for scan_end in (False, True):
+        vol = slab_volume(stack, np.eye(4) * [1.25, 1.25, 1.25, 1], spacing_mm=1.25, slab_mm=10,
+                          last_labelled_mm=20, scan_end=scan_end)
+        assert vol.apex is None and len(vol.labels) == up + 20  # to the face at 25 mm
+        area[scan_end] = (vol.labels[up + 16:] > 0).sum(axis=(1, 2))
+    assert np.all(np.diff(area[False]) < 0)
+    # 3.75 mm past the centre the disc (radius 14 pixels of 1.25 mm) has lost 3 pixels.
+    assert area[False][-1] == pytest.approx(np.pi * 11 ** 2, rel=0.05)
+    assert np.all(area[True] == area[True][0])
 
 
 @pytest.mark.parametrize("det_sign", [1, -1])

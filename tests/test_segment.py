@@ -121,6 +121,21 @@ def test_mesh_of_the_case_lies_on_the_myocardium_in_world_mm(make_case, tiny_mod
     assert heights.max() - heights.min() > 40
 
 
+def test_a_case_without_myocardium_is_written_without_a_mesh_and_fails_qc(make_case, tiny_model,
+                                                                          tmp_path):
+    case = make_case()
+    result = pipeline.segment(case.path, model=tiny_model, roi=case.roi, base_slice=case.base_slice)
+    empty = dataclasses.replace(result, labels=np.zeros_like(result.labels),
+                                stack_labels=np.zeros_like(result.stack_labels))
+    folder = outputs.write_case(empty, tmp_path, "heart")
+    assert not {"mesh.vtp", "mesh.stl", "mesh.png"} & {p.name for p in folder.iterdir()}
+    report = json.loads((folder / "report.json").read_text())
+    assert report["mesh"]["skipped"] == outputs.NO_MYOCARDIUM
+    assert "mesh.vtp" not in report["outputs"]
+    assert report["qc"]["checks"]["mesh_gate"]["verdict"] == "fail"
+    assert report["qc"]["verdict"] == "fail"
+
+
 def test_segment_refuses_bad_geometry(make_case, tiny_model):
     case = make_case()
     n = case.image.shape[2]

@@ -121,11 +121,9 @@ def upsample_labels(labels: np.ndarray, affine: np.ndarray, *, axis: int | None 
                     step_mm: float | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Upsample a thick-slice label map along its slice axis by shape-based interpolation.
 
-    Per slice, each shape becomes a 2D signed distance map (mm); the maps are linearly
-    interpolated between slice centres (a label missing from a slice counts as half a
-    slice outside, so shapes taper rather than stop). First the heart (any label) against background,
-    then, inside the heart, each label against the others (the label with the smallest
-    interpolated distance wins). Never nearest neighbour.
+    Shapes are interpolated between slice centres by their signed distances
+    (:func:`interpolate_sections`; a label missing from a slice counts as half a slice
+    outside, so shapes taper rather than stop). Never nearest neighbour.
 
     Each thick slice is a slab: the new grid covers every slab whole, in an integer number
     of sub-slices (so slab faces stay voxel faces), at about the in-plane spacing (or
@@ -142,23 +140,9 @@ def upsample_labels(labels: np.ndarray, affine: np.ndarray, *, axis: int | None 
     factor = max(1, int(round(spacing[axis] / step)))
     lab = np.moveaxis(labels, axis, 0)
     sampling = tuple(float(spacing[a]) for a in in_plane)
-    absent = ABSENT_FRACTION * float(spacing[axis])
     lo, hi, t, beyond = _sub_slices(lab, factor, float(spacing[axis]), base_end)
-
-    def interpolate(masks: np.ndarray) -> np.ndarray:
-        sdf = np.stack([signed_distance_2d(m, sampling, absent) for m in masks])
-        return (1 - t) * sdf[lo] + t * sdf[hi] + beyond
-
-    heart = interpolate(lab > 0) < 0
-    present = [v for v in (LV_POOL, LV_MYO, RV_POOL, RV_MYO) if (lab == v).any()]
-    out = np.zeros(heart.shape, np.uint8)
-    if present:
-        best = np.full(heart.shape, np.inf, np.float32)
-        for v in present:
-            d = interpolate(lab == v)
-            win = d < best
-            best[win] = d[win]
-            out[win & heart] = v
+    out = interpolate_sections(lab, sampling, lo=lo, hi=hi, t=t, beyond=beyond,
+                               absent=ABSENT_FRACTION * float(spacing[axis]))
     out = np.moveaxis(out, 0, axis)
     m = np.eye(4)
     m[axis, axis] = 1.0 / factor
@@ -166,6 +150,98 @@ def upsample_labels(labels: np.ndarray, affine: np.ndarray, *, axis: int | None 
     note = (f"thick slices ({spacing[axis]:.3g} mm along voxel axis {axis}) upsampled x{factor} "
             f"to {spacing[axis] / factor:.3g} mm by shape-based (signed distance) interpolation")
     return np.ascontiguousarray(out), affine @ m, note
+
+
+def interpolate_sections(sections: np.ndarray, sampling: tuple[float, float], *,
+                         lo: np.ndarray, hi: np.ndarray, t: np.ndarray,
+                         beyond: np.ndarray | float = 0.0, absent: float) -> np.ndarray:
+    """Labels between 2D sections (axis 0) by shape-based interpolation.
+
+    New slice i lies between sections ``lo[i]`` and ``hi[i]``, a fraction ``t[i]`` of the
+    way to ``hi[i]`` (``t`` and ``beyond`` shaped to broadcast over a slice). A shape's 2D
+    signed distance (mm) is interpolated linearly, plus ``beyond`` mm (inf: nothing there);
+    a shape missing from a section counts as ``absent`` mm outside it, so shapes taper
+    rather than stop. The shapes are the nested ones of a heart: the whole heart, the LV
+    (pool and wall) and each blood pool. The walls are what lies between them, never
+    interpolated as shapes of their own: a thin wall interpolated alone thins between
+    sections (the label that is nearest wins), one between two smooth surfaces keeps its
+    share of each slice's area.
+    """
+    out = np.zeros((len(lo), *sections.shape[1:]), np.uint8)
+    box = _heart_box(sections)
+    if box is not None:
+        out[(slice(None), *box)] = _interpolate_nested(sections[(slice(None), *box)], sampling,
+                                                      lo, hi, t, beyond, absent)
+    return out
+
+
+def _heart_box(sections: np.ndarray) -> tuple[slice, slice] | None:
+    """The in-plane box of every section's labels, grown by the heart's largest centroid
+    step between sections (as far as an aligned shape moves) and 2 pixels; None if empty."""
+    heart = sections > 0
+    if not heart.any():
+        return None
+    centroids = np.array([np.argwhere(m).mean(0) for m in heart if m.any()])
+    step = np.abs(np.diff(centroids, axis=0)).max() if len(centroids) > 1 else 0.0
+    margin = int(np.ceil(step)) + 2
+    box = []
+    for axis in (1, 2):
+        hit = np.flatnonzero(heart.any(axis=tuple(a for a in (0, 1, 2) if a != axis)))
+        box.append(slice(max(hit[0] - margin, 0), hit[-1] + margin + 1))
+    return tuple(box)
+
+
+def _interpolate_nested(sections: np.ndarray, sampling: tuple[float, float], lo, hi, t,
+                        beyond, absent: float) -> np.ndarray:
+    """:func:`interpolate_sections` within the heart's box."""
+    def distance(mask: np.ndarray) -> np.ndarray:
+        sdf = np.stack([signed_distance_2d(m, sampling, absent) for m in mask])
+        return _aligned_blend(sdf, mask, lo, hi, t) + beyond
+
+    heart = distance(sections > 0) < 0
+    out = np.zeros(heart.shape, np.uint8)
+    out[heart] = RV_MYO if (sections == RV_MYO).any() else LV_MYO
+    out[heart & (distance(np.isin(sections, (LV_POOL, LV_MYO))) < 0)] = LV_MYO
+    pools = [(v, distance(sections == v)) for v in (LV_POOL, RV_POOL) if (sections == v).any()]
+    if pools:
+        d = np.stack([p for _, p in pools])
+        nearest = np.asarray([v for v, _ in pools], np.uint8)[d.argmin(0)]
+        pool = heart & (d.min(0) < 0)
+        out[pool] = nearest[pool]
+    return out
+
+
+def _aligned_blend(sdf: np.ndarray, masks: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   t: np.ndarray) -> np.ndarray:
+    """(1 - t) sdf[lo] + t sdf[hi], each moved first so that its shape's centroid lies on
+    the line between the two: a shape that shifts from one section to the next (the RV
+    crescent toward the apex) is carried along instead of shrinking where the two miss
+    each other. Moves are bilinear with the edges extended, as ndimage.shift(order=1,
+    mode="nearest") makes them, in a fifth of its time."""
+    centroids = [np.argwhere(m).mean(0) if m.any() else None for m in masks]
+    steps = [np.abs(centroids[b] - centroids[a]).max() for a, b in zip(lo, hi)
+             if centroids[a] is not None and centroids[b] is not None]
+    pad = int(np.ceil(max(steps, default=0.0))) + 1
+    padded = np.pad(sdf, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    h, w = sdf.shape[1:]
+
+    def moved(k: int, shift: np.ndarray) -> np.ndarray:  # out(x) = sdf[k](x - shift)
+        (iy, ix), (fy, fx) = np.divmod(-shift, 1.0)
+        y, x = pad + int(iy), pad + int(ix)
+        win = [[padded[k, y + dy:y + dy + h, x + dx:x + dx + w] for dx in (0, 1)] for dy in (0, 1)]
+        return ((1 - fy) * ((1 - fx) * win[0][0] + fx * win[0][1])
+                + fy * ((1 - fx) * win[1][0] + fx * win[1][1]))
+
+    tt = np.broadcast_to(t.reshape(-1), lo.shape)
+    out = np.empty((len(lo), h, w), np.float32)
+    for i, (a, b, f) in enumerate(zip(lo, hi, tt)):
+        ca, cb = centroids[a], centroids[b]
+        if a == b or f == 0 or ca is None or cb is None:
+            out[i] = (1 - f) * sdf[a] + f * sdf[b]
+            continue
+        c = (1 - f) * ca + f * cb
+        out[i] = (1 - f) * moved(a, c - ca) + f * moved(b, c - cb)
+    return out
 
 
 def _sub_slices(lab: np.ndarray, factor: int, slice_mm: float, base_end: int | None):

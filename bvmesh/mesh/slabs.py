@@ -9,18 +9,23 @@ Here the stack is made to match the label map on the input grid:
 - the base slab is completed: the base slice's section is continued up to its basal
   face, where the base plane lies;
 - on the apex side nothing goes past the apical face of the last labelled slice; when
-  that slice is the scan's last, its section is continued down to that face;
+  that slice is the scan's last, its section is continued down to that face, otherwise
+  (the heart ends within that slab) its shapes taper toward it at 45 degrees;
 - a blood pool still open there means the labels stop before the apex (the scan ends,
   or the last slices were too faint to segment): it is closed by a rounded cap
   extrapolated beyond that face (bvmesh.mesh.apex; ``apex="flat"``: a lid at the face).
   Where only the RV is open, the LV closed by the labels forms the apex and the RV gets a
   lid at the face.
 
-Between slice centres the network reads linearly interpolated images, and its boundary
-moves in steps that repeat with every slice: slice terraces. The labels are smoothed
-along the stack axis (one-hot, Gaussian of ``TERRACE_SIGMA`` x the slice spacing) before
-anything else; at the slice centres, which is all the label map on the input grid
-sees, a Gaussian that narrow changes next to nothing.
+Between slice centres the stack is rebuilt from its sections at the labelled slices'
+centres by shape-based interpolation (bvmesh.mesh.prepare.interpolate_sections, as
+`bvmesh mesh` upsamples a thick-slice label map). The network's own slices between centres
+read linearly blended images: their myocardium is wider than the centres' (mid-slab, a
+mean 1.1 cm2 or 5 % more than the centres' interpolation on 40 held-out ACDC volumes:
+scripts/stack_between_slices.py), so the mesh held a median 2 % more myocardium than the
+label map (worst 8 %), and their boundary moves in steps that repeat with every slice
+(slice terraces). The label map on the input grid sees only
+the centres; the mesh now holds the same sections and nothing the centres do not show.
 
 The stack grid is isotropic with index 0 at the base and increasing toward the apex.
 """
@@ -30,16 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from ..labels import LV_POOL
+from ..postprocess import from_one_hot, one_hot
 from . import apex as apex_cap
-from .prepare import plane_normal_of_axis
-
-#: Gaussian sigma along the stack axis, as a fraction of the slice spacing: 0.3 leaves
-#: 0.4 % weight one slice away.
-TERRACE_SIGMA = 0.3
-
+from .prepare import ABSENT_FRACTION, interpolate_sections, plane_normal_of_axis
 
 #: A base plane within ON_NODE voxels of a layer of grid nodes (a 10 mm slab on the
 #: 1.25 mm stack puts it exactly there) is moved NODE_SHIFT voxels toward the apex:
@@ -77,10 +77,9 @@ def slab_volume(stack_labels: np.ndarray, affine: np.ndarray, *, spacing_mm: flo
     apex_face = (last_labelled_mm + half) / spacing_mm  # stack index of the apical face
     # A voxel reaches half a voxel past its centre: keep those that end by the face.
     n = max(1, int(np.floor(apex_face + 0.5 + 1e-6)))
-    predicted = min(n, len(stack_labels))
-    body = smooth_along_slices(stack_labels[:predicted], TERRACE_SIGMA * slab_mm / spacing_mm)
-    if n > predicted:  # the scan's last slab, below its centre
-        body = np.concatenate([body, np.repeat(body[-1:], n - predicted, axis=0)])
+    body, predicted = between_sections(stack_labels, spacing_mm=spacing_mm, slab_mm=slab_mm,
+                                       last_labelled_mm=last_labelled_mm, n=n,
+                                       taper=not scan_end)
     labels = np.concatenate([np.repeat(body[:1], up, axis=0), body])
     shift = np.eye(4)
     shift[0, 3] = -up
@@ -120,11 +119,34 @@ def slab_volume(stack_labels: np.ndarray, affine: np.ndarray, *, spacing_mm: flo
     return SlabVolume(labels, out_affine, (point, normal), cap, tuple(notes))
 
 
-def smooth_along_slices(labels: np.ndarray, sigma: float) -> np.ndarray:
-    """Labels re-decided after a Gaussian (``sigma`` voxels) along axis 0 of their one-hot."""
-    if sigma <= 0 or len(labels) < 2:
-        return labels
-    values = np.unique(labels)
-    stacked = np.stack([gaussian_filter1d((labels == v).astype(np.float32), sigma, axis=0,
-                                          mode="nearest") for v in values])
-    return values[np.argmax(stacked, axis=0)].astype(labels.dtype)
+def between_sections(stack_labels: np.ndarray, *, spacing_mm: float, slab_mm: float,
+                     last_labelled_mm: float, n: int, taper: bool) -> tuple[np.ndarray, int]:
+    """The stack's first ``n`` slices, rebuilt from its sections at the labelled slices'
+    centres by shape-based interpolation. Past the last centre its section is held to the
+    slab's face where the scan ends there; where the scan goes on (``taper``: the next
+    slice holds no labels, the heart ends within this slab) the shapes taper at 45
+    degrees, as `bvmesh mesh` ends a label map's apex. Also returns how many leading
+    slices reach no further than the last centre (the segmentation's own sections)."""
+    last = int(round(last_labelled_mm / slab_mm))
+    centres = np.arange(last + 1) * slab_mm / spacing_mm
+    sections = np.stack([section_at(stack_labels, x) for x in centres])
+    u = np.arange(n) * spacing_mm / slab_mm  # in slices from the base slice's centre
+    lo = np.minimum(np.floor(u).astype(int), last)
+    hi = np.minimum(lo + 1, last)
+    t = np.clip(u - lo, 0.0, 1.0).astype(np.float32)[:, None, None]
+    past = np.maximum(u - last, 0.0) * slab_mm if taper else np.zeros(n)
+    body = interpolate_sections(sections, (spacing_mm, spacing_mm), lo=lo, hi=hi, t=t,
+                                beyond=past.astype(np.float32)[:, None, None],
+                                absent=ABSENT_FRACTION * slab_mm)
+    return body.astype(stack_labels.dtype), min(n, int(np.floor(centres[-1] + 1e-6)) + 1)
+
+
+def section_at(stack_labels: np.ndarray, x: float) -> np.ndarray:
+    """The stack's section at fractional index ``x`` (clipped to the stack), decided as the
+    label map on the input grid decides it: one-hot blended linearly between slices."""
+    a = int(np.clip(np.floor(x), 0, len(stack_labels) - 1))
+    b, w = min(a + 1, len(stack_labels) - 1), float(np.clip(x - a, 0.0, 1.0))
+    if b == a or w < 1e-6:
+        return stack_labels[a]
+    blend = (1 - w) * one_hot(stack_labels[a])[1:] + w * one_hot(stack_labels[b])[1:]
+    return from_one_hot(blend).astype(stack_labels.dtype)
