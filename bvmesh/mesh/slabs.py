@@ -24,8 +24,8 @@ read linearly blended images: their myocardium is wider than the centres' (mid-s
 mean 1.1 cm2 or 5 % more than the centres' interpolation on 40 held-out ACDC volumes:
 scripts/stack_between_slices.py), so the mesh held a median 2 % more myocardium than the
 label map (worst 8 %), and their boundary moves in steps that repeat with every slice
-(slice terraces). The label map on the input grid sees only
-the centres; the mesh now holds the same sections and nothing the centres do not show.
+(slice terraces). The label map on the input grid sees only the centres; the mesh now
+holds the same sections and nothing the centres do not show.
 
 The stack grid is isotropic with index 0 at the base and increasing toward the apex.
 """
