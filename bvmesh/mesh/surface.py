@@ -49,9 +49,14 @@ def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     (so bvmesh.mesh.topology's genus is the surface's). A cheaper +-h/2 field gave
     genus 5 on a mask of genus 0 (ACDC patient006 ED ground truth).
     """
+    spacing = np.asarray(spacing, float)
     half = 0.5 * float(np.mean(spacing))
-    out = ndimage.distance_transform_edt(~mask, sampling=spacing) - half
-    inside = ndimage.distance_transform_edt(mask, sampling=spacing) - half
+    # On an isotropic grid (every segment mesh's) the distances in voxels, scaled: scipy
+    # then skips its per-axis float64 products, a third of the transform's time.
+    iso = bool(np.allclose(spacing, spacing[0]))
+    sampling, scale = (None, float(spacing[0])) if iso else (spacing, 1.0)
+    out = ndimage.distance_transform_edt(~mask, sampling=sampling) * scale - half
+    inside = ndimage.distance_transform_edt(mask, sampling=sampling) * scale - half
     return np.where(mask, -inside, out).astype(np.float32)
 
 
