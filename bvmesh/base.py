@@ -183,25 +183,68 @@ def apex_sign(areas: dict[str, np.ndarray], first: int, last: int) -> int:
 
 
 def read_slices(model, frames: np.ndarray, affine: np.ndarray, slice_axis: int,
-                centre: tuple[float, float]) -> np.ndarray:
+                centre: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """The initialisation network on the heart's ROI of every acquired slice of every frame:
-    probabilities (F, n, K+1, H, W), slices in input order. ``frames``: (i, j, k, t)."""
+    probabilities (F, n, K+1, H, W) and encoder features (F, n, D; see
+    :func:`encoder_features`), slices in input order. ``frames``: (i, j, k, t)."""
     from . import geometry, preprocess
-    from .propagate import init_slices
 
     grid = geometry.slice_rois(affine, frames.shape[:3], slice_axis=slice_axis, center=centre,
                                size=model.config["size"], spacing_mm=model.config["spacing_mm"])
     images = np.stack([preprocess.make_stack(frames[..., t], grid).image
                        for t in range(frames.shape[3])])
-    n = images.shape[1]
-    flat = init_slices(model, images.reshape(-1, *images.shape[2:]), list(range(len(images) * n)))
-    return flat.reshape(len(images), n, *flat.shape[1:])
+    probs, deep = _read(model, images.reshape(-1, *images.shape[2:]))
+    return probs.reshape(*images.shape[:2], *probs.shape[1:]), deep.reshape(*images.shape[:2], -1)
+
+
+def _read(model, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    device = next(model.init.parameters()).device
+    probs, deep = [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch, None], np.float32))
+            taps: list = []
+            p = torch.softmax(model.init(x.to(device), taps)[-1], 1)
+            probs.append(p.cpu().numpy())
+            deep.append(encoder_features(taps, p).cpu().numpy())
+    return np.concatenate(probs), np.concatenate(deep)
+
+
+def encoder_features(maps: list, probs):
+    """Per slice, each tapped encoder map's channels (bvmesh.networks.InitNet, ``taps``)
+    averaged over the heart (weighted by the network's P(heart) at the map's resolution)
+    and over the whole ROI: what the network sees there beyond the classes it draws."""
+    import torch
+    import torch.nn.functional as F
+
+    heart = 1.0 - probs[:, :1]
+    out = []
+    for m in maps:
+        w = F.interpolate(heart, size=m.shape[-2:], mode="area")
+        out += [(m * w).sum((2, 3)) / w.sum((2, 3)).clamp_min(1e-3), m.mean((2, 3))]
+    return torch.cat(out, 1)
+
+
+def detector_inputs(features: np.ndarray, deep: np.ndarray | None, model: dict | None) -> np.ndarray:
+    """The rows :func:`p_above` reads: :func:`slice_features`' rows and, for a detector
+    fitted on the encoder too (its ``deep`` block: the features' mean and principal axes,
+    ``scripts/base_detection.py fit --deep K``), their projections on those axes."""
+    block = (MODEL if model is None else model).get("deep")
+    if block is None:
+        return features
+    if deep is None:
+        raise ValueError("this base detector reads the encoder features too; pass them")
+    z = (np.asarray(deep, float) - np.asarray(block["mean"])) @ np.asarray(block["axes"]).T
+    return np.concatenate([features, z], axis=-1)
 
 
 def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
            heart_areas: np.ndarray, first: int, last: int, sign: int | None = None,
-           detector: dict | None = None) -> tuple[BaseCall, int]:
-    """(base call, apex direction) from :func:`read_slices`' probabilities (F frames).
+           detector: dict | None = None, deep: np.ndarray | None = None) -> tuple[BaseCall, int]:
+    """(base call, apex direction) from :func:`read_slices`' probabilities and encoder
+    features (``deep``; needed by a detector fitted on them) of F frames.
 
     The located heart spans input slices [first, last]; the frames' log-odds are
     averaged, so a cine gets one base for its whole cycle (its grid starts there); each
@@ -216,8 +259,10 @@ def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
     candidates = candidate_slices(first, last, sign, n)
     order = np.arange(n) if sign > 0 else np.arange(n)[::-1]  # base end first
     at = [k if sign > 0 else n - 1 - k for k in candidates]  # their places in that order
-    p = [p_above(slice_features(frame[order], classes, spacing_mm, heart_areas[order])[at],
-                 detector) for frame in probs]
+    p = [p_above(detector_inputs(slice_features(frame[order], classes, spacing_mm,
+                                                heart_areas[order])[at],
+                                 None if deep is None else deep[f][order][at], detector),
+                 detector) for f, frame in enumerate(probs)]
     call = call_base(np.array(p), candidates)
     own = tuple(call_base(frame_p, candidates).base for frame_p in p)
     return dataclasses.replace(call, frame_bases=own), sign

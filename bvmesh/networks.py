@@ -87,10 +87,13 @@ class SubNet(nn.Module):
         self.dec1 = ConvGroup(w2 + w1, w1)
         self.head = nn.Conv2d(w1, cout, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, taps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits; ``taps``, when given, gets the two deeper encoder maps (e2, e3)."""
         e1 = self.enc1(x)
         e2 = self.enc2(F.max_pool2d(e1, 2))
         e3 = self.enc3(F.max_pool2d(e2, 2))
+        if taps is not None:
+            taps += [e2, e3]
         d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0), e2], 1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0), e1], 1))
         return self.head(d1)
@@ -145,16 +148,19 @@ class InitNet(nn.Module):
             [SubNet(1, k, widths[0])] + [SubNet(1 + k, k, w) for w in widths[1:]])
         self.noise = NoiseLayer()
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, image: torch.Tensor,
+                taps: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Logits per scale; ``taps``, when given, gets each sub-network's deeper encoder
+        maps (what bvmesh.base reads besides the logits)."""
         image = self.noise(image)
         outputs: list[torch.Tensor] = []
         for size, net in zip(self.scales, self.subnets):
             x = _down(image, size)
             if outputs:
                 prev = _up(outputs[-1], size)
-                outputs.append(prev + net(torch.cat([x, torch.softmax(prev, 1)], 1)))
+                outputs.append(prev + net(torch.cat([x, torch.softmax(prev, 1)], 1), taps))
             else:
-                outputs.append(net(x))
+                outputs.append(net(x, taps))
         return outputs
 
 

@@ -361,10 +361,10 @@ def _base_and_apex(volume: io.Volume, model, axis: int, centre, frames: np.ndarr
         from . import base as detector
 
         first, last = geometry.heart_extent(areas)
-        probs = detector.read_slices(model, volume.data[..., None] if frames is None else frames,
-                                     volume.affine, axis, centre)
+        probs, deep = detector.read_slices(model, volume.data[..., None] if frames is None
+                                           else frames, volume.affine, axis, centre)
         call, sign = detector.detect(probs, model.classes, model.config["spacing_mm"], areas,
-                                     first, last, given_sign, detector.detector_of(model))
+                                     first, last, given_sign, detector.detector_of(model), deep)
         base = call.base
         why = (f"heart found on slices {first}..{last}; slice {base} is where the LV myocardium "
                f"still surrounds the cavity (runner-up {call.runner_up}, "

@@ -7,6 +7,10 @@
     # 3. its held-out subjects, auto base vs the manual one (and Dice both ways)
     python scripts/base_detection.py evaluate ACDC/training --weights runs/fold0-vendor/model.pt -o e.jsonl
     python scripts/base_detection.py table e.jsonl
+    # the settings of the fit (encoder axes, penalty) on every fold's held-out subjects
+    python scripts/base_detection.py features ACDC/training --all \
+        --weights runs/foldK-vendor/model.pt -o aK.jsonl
+    python scripts/base_detection.py grid a0.jsonl a1.jsonl a2.jsonl a3.jsonl a4.jsonl
 
 The manual base is the most basal slice the labels hold (ACDC labels the LV myocardium
 from the slice where it still surrounds the cavity). Only scans with at least one slice
@@ -31,8 +35,14 @@ from vendor_transforms import TRANSFORMS, transform
 
 #: Positives (slices above the base) count twice in the fit; see bvmesh.base.MODEL.
 POSITIVE_WEIGHT = 2.0
-#: L2 penalty on the standardised weights.
-PENALTY = 1.0
+#: L2 penalty on the standardised weights: the slice features alone, and with the
+#: encoder's principal axes.
+PENALTY, PENALTY_DEEP = 1.0, 4.0
+#: Principal axes of the encoder features (bvmesh.base.encoder_features) the fit adds.
+#: Chosen with ``grid`` on the five folds' held-out subjects (docs/results.md).
+DEEP_AXES = 12
+#: The settings ``grid`` scores: (encoder axes, penalty).
+GRID = [(0, 1.0)] + [(k, p) for k in (8, 12, 16, 24, 32) for p in (2.0, 4.0, 8.0, 16.0)]
 #: Decision offsets (log-odds added to the intercept) tried after the fit. The logistic
 #: loss weighs every candidate slice alike, but what counts is the call per volume: the
 #: offset that calls the most training volumes exactly, those with slices above the base
@@ -57,15 +67,16 @@ def features(args) -> None:
 
     model, _ = load_weights(args.weights, "cpu")
     held = set(model.record["held_out_subjects"])
-    subjects = sorted(p.name for p in Path(args.data).glob("patient*") if p.name not in held)
+    subjects = sorted(p.name for p in Path(args.data).glob("patient*")
+                      if args.all or p.name not in held)
     with args.output.open("w") as out:
         for case, image, gt in held_out_volumes(args.data, subjects):
             volume = io.load(image)
             axis, geo = slice_geometry(volume, model, SegmentOptions(base_slice=0))
             areas = np.array(geo["report"]["heart_area_mm2_per_slice"], float)
             first, last = geometry.heart_extent(areas)
-            probs = detector.read_slices(model, volume.data[..., None], volume.affine, axis,
-                                         geo["roi_center"])[0]
+            probs, deep = (a[0] for a in detector.read_slices(
+                model, volume.data[..., None], volume.affine, axis, geo["roi_center"]))
             true_base, sign = manual_base(gt)
             candidates = detector.candidate_slices(first, last, sign, volume.shape[axis])
             order = np.arange(len(probs)) if sign > 0 else np.arange(len(probs))[::-1]
@@ -73,23 +84,24 @@ def features(args) -> None:
                                         areas[order])
             rows = [f[int(np.flatnonzero(order == k)[0])].tolist() for k in candidates]
             above = [bool((true_base - k) * sign > 0) for k in candidates]
-            out.write(json.dumps({"case": case, "candidates": candidates, "features": rows,
+            out.write(json.dumps({"case": case, "held_out": case.split("_")[0] in held,
+                                  "candidates": candidates, "features": rows,
+                                  "deep": [deep[k].round(5).tolist() for k in candidates],
                                   "above": above, "base": true_base}) + "\n")
 
 
-def fit(args) -> None:
-    """Weighted, L2-penalised logistic regression on standardised features; prints MODEL."""
+def fit_rows(rows: list[dict], axes: int, penalty: float) -> dict:
+    """Weighted, L2-penalised logistic regression on standardised features (with ``axes``
+    principal axes of the encoder features, 0: none), its decision offset included."""
     from scipy.optimize import minimize
 
-    from bvmesh.base import FEATURES
-
-    rows = [json.loads(line) for line in args.features.read_text().splitlines() if line.strip()]
+    deep = principal_axes(rows, axes) if axes else None
     # The slices above the base, the base and the next slice: candidates further toward
     # the apex say nothing new and would swamp the few positives.
     x, y = [], []
     for r in rows:
         n_above = sum(r["above"])
-        for f, a in list(zip(r["features"], r["above"]))[:n_above + 2]:
+        for f, a in list(zip(inputs(r, deep), r["above"]))[:n_above + 2]:
             x.append(f)
             y.append(float(a))
     x, y = np.array(x), np.array(y)
@@ -99,29 +111,65 @@ def fit(args) -> None:
 
     def loss(w):
         t = z @ w
-        return np.sum(w_sample * (np.logaddexp(0, t) - y * t)) + PENALTY * np.sum(w[:-1] ** 2)
+        return np.sum(w_sample * (np.logaddexp(0, t) - y * t)) + penalty * np.sum(w[:-1] ** 2)
 
     w = minimize(loss, np.zeros(z.shape[1]), method="L-BFGS-B").x
     fitted = {"means": mean.tolist(), "scales": scale.tolist(), "weights": w[:-1].tolist(),
               "intercept": float(w[-1])}
+    if deep:
+        fitted["deep"] = deep
     offset = best_offset(rows, fitted)
     fitted["intercept"] += offset
-    w[-1] += offset
     fitted["offset"] = offset
+    return fitted
+
+
+def fit(args) -> None:
+    """The detector for the features' network; stored with ``--into``, printed as MODEL."""
+    from bvmesh.base import FEATURES
+
+    rows = [json.loads(line) for line in args.features.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if not r.get("held_out")]
+    fitted = fit_rows(rows, args.deep, PENALTY_DEEP if args.deep else PENALTY)
+    offset = fitted["offset"]
+    n_slices = sum(min(len(r["above"]), sum(r["above"]) + 2) for r in rows)
     if args.into:  # the detector travels with the network whose features it was fitted on
         from bvmesh.model import load_model, save_checkpoint
 
         model = load_model(args.into)
         record = {**model.record, "base_detector": {**fitted, "fitted_on": f"{len(rows)} volumes"}}
         save_checkpoint(model, args.into, record)
-    print(f"# {len(rows)} volumes, {len(y)} candidate slices, {int(y.sum())} above the base")
+    n_above = sum(sum(r["above"]) for r in rows)
+    print(f"# {len(rows)} volumes, {n_slices} candidate slices, {n_above} above the base")
     print(f"# decision offset {offset:+g}; " + close_calls(rows, fitted))
+    if args.deep:
+        print(f"# with {args.deep} principal axes of the encoder features: the fit travels in "
+              "the weights file (--into), too long for bvmesh/base.py MODEL")
+        return
     print("MODEL = {")
-    for key, values in (("means", mean), ("scales", scale), ("weights", w[:-1])):
-        print(f'    "{key}": (' + ", ".join(f"{v:.4g}" for v in values) + "),")
-    print(f'    "intercept": {w[-1]:.4g},  # offset {offset:+g} included')
+    for key in ("means", "scales", "weights"):
+        print(f'    "{key}": (' + ", ".join(f"{v:.4g}" for v in fitted[key]) + "),")
+    print(f'    "intercept": {fitted["intercept"]:.4g},  # offset {offset:+g} included')
     print("}")
     print("# features:", ", ".join(FEATURES))
+
+
+def principal_axes(rows: list[dict], k: int) -> dict:
+    """The encoder features' mean and first ``k`` principal axes over every candidate
+    slice of ``rows``, each feature standardised first (the axes carry the 1/sd)."""
+    d = np.concatenate([np.array(r["deep"], float) for r in rows])
+    mean, sd = d.mean(0), d.std(0) + 1e-6
+    _, _, vt = np.linalg.svd((d - mean) / sd, full_matrices=False)
+    return {"mean": mean.tolist(), "axes": (vt[:k] / sd).tolist()}
+
+
+def inputs(row: dict, deep: dict | None) -> np.ndarray:
+    """The detector's input rows for one volume's candidates, with the projections on the
+    ``deep`` block's axes when there is one (bvmesh.base.detector_inputs)."""
+    from bvmesh.base import detector_inputs
+
+    return detector_inputs(np.array(row["features"]), row.get("deep"),
+                           {"deep": deep} if deep else {})
 
 
 def best_offset(rows: list[dict], detector: dict) -> float:
@@ -132,8 +180,8 @@ def best_offset(rows: list[dict], detector: dict) -> float:
 
     def score(offset: float) -> float:
         shifted = {**detector, "intercept": detector["intercept"] + offset}
-        exact = np.array([call_base(p_above(np.array(r["features"]), shifted), r["candidates"]).base
-                          == r["base"] for r in rows])
+        exact = np.array([call_base(p_above(inputs(r, detector.get("deep")), shifted),
+                                    r["candidates"]).base == r["base"] for r in rows])
         above = np.array([any(r["above"]) for r in rows])
         return exact[above].mean() + exact.mean() if above.any() else exact.mean()
 
@@ -146,11 +194,34 @@ def close_calls(rows: list[dict], detector: dict, thresholds=(0.25, 0.5, 1.0)) -
     those are wrong (what bvmesh.base.CLOSE_CALL is chosen from)."""
     from bvmesh.base import call_base, p_above
 
-    calls = [call_base(p_above(np.array(r["features"]), detector), r["candidates"]) for r in rows]
+    calls = [call_base(p_above(inputs(r, detector.get("deep")), detector), r["candidates"])
+             for r in rows]
     margin = np.array([c.margin for c in calls])
     wrong = np.array([c.base != r["base"] for c, r in zip(calls, rows)])
     return "; ".join(f"margin < {t:g}: {(margin < t).mean():.1%} of calls, "
                      f"{wrong[margin < t].sum()} of them wrong" for t in thresholds)
+
+
+def grid(args) -> None:
+    """Each fold's fit on its training rows, scored on its held-out rows (``features
+    --all``), for every setting of :data:`GRID`: the held-out calls, pooled over the folds."""
+    from bvmesh.base import call_base, p_above
+
+    folds = [[json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+             for p in args.features]
+    print("| encoder axes | penalty | exact, scans with slices above | within one | exact, all |")
+    print("|---|---|---|---|---|")
+    for axes, penalty in GRID:
+        err, above = [], []
+        for rows in folds:
+            fitted = fit_rows([r for r in rows if not r["held_out"]], axes, penalty)
+            for r in (r for r in rows if r["held_out"]):
+                call = call_base(p_above(inputs(r, fitted.get("deep")), fitted), r["candidates"])
+                err.append(abs(call.base - r["base"]))
+                above.append(any(r["above"]))
+        err, above = np.array(err), np.array(above)
+        print(f"| {axes} | {penalty:g} | {np.mean(err[above] == 0):.0%} of {above.sum()} | "
+              f"{np.mean(err[above] <= 1):.0%} | {np.mean(err == 0):.0%} of {len(err)} |")
 
 
 def evaluate(args) -> None:
@@ -236,13 +307,21 @@ def main() -> None:
         p.add_argument("data")
         p.add_argument("--weights", required=True)
         p.add_argument("-o", "--output", type=Path, required=True)
+        if name == "features":
+            p.add_argument("--all", action="store_true", help="the held-out subjects too "
+                           "(marked; fit leaves them out, grid scores on them)")
     fit_parser = sub.add_parser("fit")
     fit_parser.add_argument("features", type=Path)
     fit_parser.add_argument("--into", type=Path, help="store the fit in this weights file (the "
                             "network the features came from)")
+    fit_parser.add_argument("--deep", type=int, default=DEEP_AXES, help="principal axes of the "
+                            "encoder features to add (0: the slice features alone)")
     sub.add_parser("table").add_argument("results", type=Path, nargs="+")
+    sub.add_parser("grid").add_argument("features", type=Path, nargs="+",
+                                        help="features --all files, one per fold")
     args = parser.parse_args()
-    {"features": features, "fit": fit, "evaluate": evaluate, "table": table}[args.command](args)
+    {"features": features, "fit": fit, "evaluate": evaluate, "table": table,
+     "grid": grid}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,39 @@ def test_a_detector_fitted_for_the_weights_is_used():
     assert detector.detector_of(weights) is fitted
     features = np.zeros((3, len(detector.FEATURES)))
     assert (detector.p_above(features, fitted) > detector.p_above(features)).all()
+
+
+def test_a_detector_fitted_on_the_encoder_projects_its_features():
+    n = len(detector.FEATURES)
+    fitted = {"means": [0.0] * (n + 1), "scales": [1.0] * (n + 1), "weights": [0.0] * n + [3.0],
+              "intercept": 0.0, "deep": {"mean": [1.0, 0.0], "axes": [[1.0, 0.0]]}}
+    features = np.zeros((3, n))
+    deep = np.array([[3.0, 5.0], [1.0, -1.0], [-1.0, 0.0]])
+    rows = detector.detector_inputs(features, deep, fitted)
+    assert rows.shape == (3, n + 1) and rows[:, -1].tolist() == [2.0, 0.0, -2.0]
+    p = detector.p_above(rows, fitted)
+    assert p[0] > 0.99 and p[1] == pytest.approx(0.5) and p[2] < 0.01
+    with pytest.raises(ValueError, match="encoder features"):
+        detector.detector_inputs(features, None, fitted)
+    assert detector.detector_inputs(features, None, detector.MODEL) is features
+
+
+def test_segment_hands_the_encoder_features_to_a_detector_fitted_on_them(make_case, tiny_model):
+    import copy
+
+    import bvmesh
+
+    case = make_case("deep", spacing=(1.6, 1.6, 9.0))
+    _, deep = detector._read(tiny_model, np.zeros((1, 128, 128), np.float32))
+    d = deep.shape[1]
+    calls = []
+    for sign in (1.0, -1.0):  # one encoder axis, weighed toward "above" and toward "below"
+        model = copy.copy(tiny_model)
+        model.record = {**tiny_model.record, "base_detector": {
+            **detector.MODEL, "means": [*detector.MODEL["means"], 0.0],
+            "scales": [*detector.MODEL["scales"], 1e-3],
+            "weights": [*detector.MODEL["weights"], sign],
+            "deep": {"mean": [0.0] * d, "axes": [[1.0] * d]}}}
+        calls.append(bvmesh.segment(case.path, model=model, roi=case.roi)
+                     .report["slices"]["base_detection"])
+    assert calls[0]["p_above_base"] != calls[1]["p_above_base"]

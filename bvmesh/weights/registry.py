@@ -100,8 +100,8 @@ REGISTRY: dict[str, ModelEntry] = {
             file=_ACDC_V2_FILE,
             urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V2_FILE),),
             # `sha256sum FILE` and `stat -c %s FILE` of the shipped file (docs/weights.md).
-            sha256="23ac2b0ee83e10d691954f267b38abb0374edcd51a8d1fb4a183101c30e44e43",
-            size=2376093,
+            sha256="89b883e9df720b196c9552372eeb5698627dfbe28257ab92e137bea445a63e4f",
+            size=2537951,
             classes=("lv_pool", "lv_myo", "rv_pool"),
             training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
                           "(2400 iterations, scanner-appearance augmentation; "
