@@ -51,8 +51,8 @@ def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """
     spacing = np.asarray(spacing, float)
     half = 0.5 * float(np.mean(spacing))
-    # On an isotropic grid (every segment mesh's) the distances in voxels, scaled: scipy
-    # then skips its per-axis float64 products, a third of the transform's time.
+    # On an isotropic grid (every segment mesh's) the distances in voxels, scaled: the same
+    # values, without scipy's per-axis float64 products over the whole grid.
     iso = bool(np.allclose(spacing, spacing[0]))
     sampling, scale = (None, float(spacing[0])) if iso else (spacing, 1.0)
     out = ndimage.distance_transform_edt(~mask, sampling=sampling) * scale - half
