@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from heldout import dice, held_out_volumes
+from heldout import dice, held_out_volumes, manual_base
 from vendor_transforms import TRANSFORMS, transform
 
 #: Positives (slices above the base) count twice in the fit; see bvmesh.base.MODEL.
@@ -49,14 +49,6 @@ GRID = [(0, 1.0)] + [(k, p) for k in (8, 12, 16, 24, 32) for p in (2.0, 4.0, 8.0
 #: and all of them counted alike, is kept (the fits put the first slice below the
 #: atrium at P(above) 0.3-0.5, so their calls were a slice too basal).
 OFFSETS = np.round(np.arange(-1.0, 3.01, 0.25), 2)
-
-
-def manual_base(gt: np.ndarray) -> tuple[int, int]:
-    """(base slice, apex direction) of ACDC labels, slices along the last axis."""
-    from bvmesh.geometry import base_from_areas
-
-    base, sign, _ = base_from_areas((gt > 0).sum((0, 1)).astype(float), 0.0)
-    return base, sign
 
 
 def features(args) -> None:

@@ -1,5 +1,6 @@
 """Shared by the scripts that score held-out ACDC volumes: the volumes of a cross-validation
-model's held-out subjects with their manual labels, and Dice on those labels' slices."""
+model's held-out subjects with their manual labels, their base slice, and Dice on those
+labels' slices."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def dice(labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         p, g = labels[..., keep] == value, gt[..., keep] == value
         out[name] = float(2 * (p & g).sum() / max(1, p.sum() + g.sum()))
     return out
+
+
+def manual_base(gt: np.ndarray) -> tuple[int, int]:
+    """(base slice, apex direction) of ACDC labels, slices along the last axis: the end of
+    the labelled slices where the heart's sections are wider (a thin basal slice can be
+    smaller than the apical one, so not the end slices alone)."""
+    from bvmesh.geometry import base_from_areas
+
+    base, sign, _ = base_from_areas((gt > 0).sum((0, 1)).astype(float), 0.0)
+    return base, sign

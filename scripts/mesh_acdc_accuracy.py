@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from heldout import manual_base
 
 
 def manual_surface(gt_myo: np.ndarray, gt_pool: np.ndarray, affine: np.ndarray, axis: int,
@@ -95,10 +96,9 @@ def measure(image: Path, gt_path: Path, model) -> dict:
     gt_labels = to_bvmesh(np.rint(gt.data).astype(int), parse_label_map("acdc"))
     axis = int(np.argmax(gt.spacing))
     gt_myo = gt_labels == LV_MYO
-    myo_slices = np.flatnonzero(np.moveaxis(gt_myo, axis, 0).any(axis=(1, 2)))
-    # ACDC's base is the slice of highest index or lowest: the end where the heart is widest.
-    areas = np.moveaxis(gt_labels > 0, axis, 0).sum(axis=(1, 2))
-    base = int(myo_slices[-1] if areas[myo_slices[-1]] > areas[myo_slices[0]] else myo_slices[0])
+    # ACDC's base: the end of the labelled slices where the sections are wider (comparing
+    # the two end slices alone put it at the apex of patient090 ES and 093 ED).
+    base, _ = manual_base(np.moveaxis(gt_labels, axis, -1))
     result = segment(image, model=model, base_slice=base)
     made = mesh_of(result)
     surf = made[0]

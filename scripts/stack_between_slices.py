@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from heldout import manual_base
 
 
 def excess_by_phase(stack_labels: np.ndarray, spacing_mm: float, slab_mm: float, bins: int):
@@ -43,8 +44,7 @@ def main() -> None:
     rows = []
     for subject in model.record["held_out_subjects"]:
         for gt_path in sorted((args.data / subject).glob(f"{subject}_frame??_gt.nii.gz")):
-            gt = bvmesh.io.load(gt_path).data
-            base = int(np.flatnonzero((gt == 2).any(axis=(0, 1)))[0])  # ACDC: the base first
+            base, _ = manual_base(bvmesh.io.load(gt_path).data)
             result = bvmesh.segment(str(gt_path).replace("_gt", ""), model=model, base_slice=base)
             rows.append(excess_by_phase(result.stack_labels, result.grid.spacing_mm,
                                         float(result.volume.spacing[2]), args.bins))
