@@ -185,7 +185,7 @@ def _write_cine_meshes(result: CineResult, folder: Path, options: MeshOptions, c
 
         out["frames"] = []
         for t, frame in enumerate(result.frames):
-            if not np.isin(frame.labels, MYOCARDIUM).any():
+            if not frame.myocardium.any():
                 out["frames"].append({"frame": t, "passed": False, "faces": 0,
                                       "skipped": NO_MYOCARDIUM})
                 continue
@@ -219,7 +219,7 @@ def _write_mesh(result: SegmentResult, folder: Path, options: MeshOptions, case:
     from .mesh import write_mesh
     from .mesh.render import render_png
 
-    if not np.isin(result.labels, MYOCARDIUM).any():
+    if not result.myocardium.any():
         log.warning("%s: %s: %s", case, stem, NO_MYOCARDIUM)
         return {"skipped": NO_MYOCARDIUM, "quality": {"passed": False, "failed": ["no_myocardium"]}}
     surf, vol = mesh_of(result, options)

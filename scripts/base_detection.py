@@ -2,7 +2,8 @@
 
     # 1. features of the candidate slices, with a model, on the subjects it trained on
     python scripts/base_detection.py features ACDC/training --weights runs/fold0-vendor/model.pt -o f.jsonl
-    # 2. the logistic model, stored in that weights file (or printed, for bvmesh/base.py MODEL)
+    # 2. the logistic model, stored in that weights file (with --deep 0, the slice features
+    #    alone, also printed, for bvmesh/base.py MODEL)
     python scripts/base_detection.py fit f.jsonl --into runs/fold0-vendor/model.pt
     # 3. its held-out subjects, auto base vs the manual one (and Dice both ways)
     python scripts/base_detection.py evaluate ACDC/training --weights runs/fold0-vendor/model.pt -o e.jsonl
@@ -88,15 +89,7 @@ def fit_rows(rows: list[dict], axes: int, penalty: float) -> dict:
     from scipy.optimize import minimize
 
     deep = principal_axes(rows, axes) if axes else None
-    # The slices above the base, the base and the next slice: candidates further toward
-    # the apex say nothing new and would swamp the few positives.
-    x, y = [], []
-    for r in rows:
-        n_above = sum(r["above"])
-        for f, a in list(zip(inputs(r, deep), r["above"]))[:n_above + 2]:
-            x.append(f)
-            y.append(float(a))
-    x, y = np.array(x), np.array(y)
+    x, y = training_slices(rows, deep)
     mean, scale = x.mean(0), x.std(0) + 1e-9
     z = np.c_[(x - mean) / scale, np.ones(len(x))]
     w_sample = np.where(y > 0, POSITIVE_WEIGHT, 1.0)
@@ -116,6 +109,18 @@ def fit_rows(rows: list[dict], axes: int, penalty: float) -> dict:
     return fitted
 
 
+def training_slices(rows: list[dict], deep: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's inputs and targets (1: above the base): the slices above the base, the
+    base and the next slice of each volume; candidates further toward the apex say
+    nothing new and would swamp the few positives."""
+    x, y = [], []
+    for r in rows:
+        keep = sum(r["above"]) + 2
+        x += list(inputs(r, deep)[:keep])
+        y += [float(a) for a in r["above"][:keep]]
+    return np.array(x), np.array(y)
+
+
 def fit(args) -> None:
     """The detector for the features' network; stored with ``--into``, printed as MODEL."""
     from bvmesh.base import FEATURES
@@ -124,15 +129,14 @@ def fit(args) -> None:
     rows = [r for r in rows if not r.get("held_out")]
     fitted = fit_rows(rows, args.deep, PENALTY_DEEP if args.deep else PENALTY)
     offset = fitted["offset"]
-    n_slices = sum(min(len(r["above"]), sum(r["above"]) + 2) for r in rows)
     if args.into:  # the detector travels with the network whose features it was fitted on
         from bvmesh.model import load_model, save_checkpoint
 
         model = load_model(args.into)
         record = {**model.record, "base_detector": {**fitted, "fitted_on": f"{len(rows)} volumes"}}
         save_checkpoint(model, args.into, record)
-    n_above = sum(sum(r["above"]) for r in rows)
-    print(f"# {len(rows)} volumes, {n_slices} candidate slices, {n_above} above the base")
+    _, y = training_slices(rows, None)
+    print(f"# {len(rows)} volumes, {len(y)} candidate slices, {int(y.sum())} above the base")
     print(f"# decision offset {offset:+g}; " + close_calls(rows, fitted))
     if args.deep:
         print(f"# with {args.deep} principal axes of the encoder features: the fit travels in "
