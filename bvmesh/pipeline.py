@@ -153,7 +153,7 @@ def stack_grid(volume: io.Volume, model, axis: int, geo: dict) -> StackGrid:
 def finish(volume: io.Volume, probs: np.ndarray, grid: StackGrid, geo: dict, model,
            opts: SegmentOptions, report: dict) -> SegmentResult:
     """From the stack's probabilities to labels on the input grid, measured and checked."""
-    stack_labels = postprocess.clean(postprocess.threshold(probs, model.classes))
+    stack_labels = postprocess.clean(postprocess.threshold(probs, model.classes), geo["init_stack"])
     if opts.plausibility:
         stack_labels, report["plausibility"] = _plausible(stack_labels, grid, geo)
     if "rv_myo" not in model.classes and opts.rv_wall_mm > 0:
@@ -212,7 +212,7 @@ def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict) -> tuple[np
     axis = geo["report"]["slice_axis"]
     labels, removals = enforce(stack_labels, grid.spacing_mm, geo["init_stack"])
     if removals:
-        labels = postprocess.clean(labels)  # a cut can leave a piece cut off
+        labels = postprocess.clean(labels, geo["init_stack"])  # a cut can leave a piece cut off
     listed = []
     for r in removals:
         item = r.as_dict()

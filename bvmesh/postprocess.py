@@ -23,17 +23,29 @@ def threshold(probs: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
     return labels
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
+def largest_component(mask: np.ndarray, seed_slice: int | None = None) -> np.ndarray:
+    """The largest connected component of ``mask``; with ``seed_slice`` (an index along
+    axis 0), the largest of those that reach that slice, where any does."""
     labelled, n = ndimage.label(mask)
     if n <= 1:
         return mask
     sizes = ndimage.sum(mask, labelled, range(1, n + 1))
+    if seed_slice is not None and 0 <= seed_slice < len(mask):
+        seeded = np.zeros(n + 1, bool)
+        seeded[labelled[seed_slice]] = True
+        seeded = seeded[1:]  # component k at k - 1; label 0 is the background
+        if seeded.any():
+            sizes = np.where(seeded, sizes, -1)
     return labelled == (1 + int(np.argmax(sizes)))
 
 
-def clean(labels: np.ndarray) -> np.ndarray:
+def clean(labels: np.ndarray, seed_slice: int | None = None) -> np.ndarray:
     """Largest connected component per structure (3D), and holes filled slice by slice.
 
+    ``seed_slice``: the initialisation slice of a stack (axis 0). Each structure then
+    keeps its largest component among those that reach it: the propagation started
+    there, and a larger piece elsewhere is a bright organ it ran into (a stomach read as
+    cavity beyond the apex outweighed the real LV and RV of a synthetic scan).
     Removed islands become background; a hole inside the LV (pool + myocardium) becomes
     LV blood pool, inside the RV pool it becomes RV pool.
     """
@@ -41,7 +53,7 @@ def clean(labels: np.ndarray) -> np.ndarray:
     for value in (LV_POOL, LV_MYO, RV_POOL, RV_MYO):
         mask = out == value
         if mask.any():
-            out[mask & ~largest_component(mask)] = 0
+            out[mask & ~largest_component(mask, seed_slice)] = 0
     for pool, wall in ((LV_POOL, (LV_POOL, LV_MYO)), (RV_POOL, (RV_POOL,))):
         region = np.isin(out, wall)
         for s in range(out.shape[0]):

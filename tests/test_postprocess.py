@@ -63,3 +63,16 @@ def test_one_hot_has_one_channel_per_label_summing_to_one():
     assert oh.shape == (5, 2, 3)
     np.testing.assert_array_equal(oh.sum(0), 1)
     np.testing.assert_array_equal(oh.argmax(0), labels)
+
+
+def test_clean_keeps_the_piece_the_initialisation_slice_holds_over_a_larger_one():
+    """A stomach read as LV cavity past the apex outweighs the real cavity; the cavity the
+    propagation started from (on the initialisation slice) is the one kept."""
+    labels = np.zeros((30, 20, 20), np.uint8)
+    labels[2:10, 6:12, 6:12] = LV_POOL  # the heart's cavity, through slice 5
+    labels[14:30, 2:18, 2:18] = LV_POOL  # a larger organ beyond it
+    out = clean(labels, seed_slice=5)
+    assert (out[2:10] == LV_POOL).all(axis=0)[6:12, 6:12].all()
+    assert not out[14:].any()
+    assert clean(labels)[14:].any() and not clean(labels)[2:10].any()  # the largest, unseeded
+    assert not clean(labels, seed_slice=12)[2:10].any()  # no piece on it: the largest
