@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bvmesh.labels import LV_MYO, RV_POOL
-from bvmesh.plausibility import enforce
+from bvmesh.labels import LV_MYO, LV_POOL, RV_POOL
+from bvmesh.plausibility import cavity_waist, enforce
 from bvmesh.testing import make_phantom
 
 
@@ -81,6 +81,56 @@ def test_a_cone_that_widens_again_below_a_waist_is_removed(det_sign):
     grown[cone] = LV_MYO
     out, removals = enforce(grown, 1.25, _middle(labels))
     assert (out[cone] > 0).sum() < 0.1 * cone.sum(), removals  # a few tip-sized layers at most
-    assert any(r.rule == "apical_growth" and r.structure == "heart" for r in removals)
+    assert any(r.rule == "apical_cap" and r.structure == "heart" for r in removals)
     real = labels > 0
     assert ((out > 0) & real).sum() >= 0.995 * real.sum()  # the heart itself stays
+
+
+def _stomach_below_a_waist(labels: np.ndarray, closed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` (room below the apex) with a fluid-filled organ read as LV cavity and
+    wall: from a waist near the apex (or, ``closed``, a few slices past the cavity's end) a
+    cavity widening into a disc of 14 mm radius, walled, as a network draws a stomach."""
+    cavity_rows = np.flatnonzero((labels == LV_POOL).any(axis=(1, 2)))
+    start = cavity_rows[-1] + (4 if closed else -6)
+    centre = np.argwhere(labels[cavity_rows[-1]] == LV_POOL).mean(0).round().astype(int)
+    yy, xx = np.mgrid[:labels.shape[1], :labels.shape[2]]
+    r2 = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2
+    organ = np.zeros_like(labels, bool)
+    grown = labels.copy()
+    for k, s in enumerate(range(start, len(labels))):
+        radius = min(3 + k, 11)
+        inner, outer = r2 <= radius ** 2, r2 <= (radius + 3) ** 2
+        organ[s] = outer & ((labels[s] == 0) | inner)
+        grown[s][outer & (labels[s] == 0)] = LV_MYO
+        grown[s][inner] = LV_POOL
+    return grown, organ & (labels == 0)
+
+
+@pytest.mark.parametrize("det_sign", [1, -1])
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_cavity_that_widens_again_past_the_apex_is_cut_there(det_sign, closed):
+    """A stomach read as LV cavity and wall beyond the apex: a column of it was left by a
+    rule that trims each slice to the narrowest section; everything from the waist on
+    goes, the heart above it stays."""
+    labels = np.pad(_stack(det_sign), [(0, 40), (0, 0), (0, 0)])
+    grown, organ = _stomach_below_a_waist(labels, closed)
+    out, removals = enforce(grown, 1.25, _middle(labels))
+    assert (out[organ] > 0).sum() < 0.02 * organ.sum(), removals
+    assert {r.rule for r in removals} & {"apical_waist", "apical_cap"}
+    cavity_rows = np.flatnonzero((labels == LV_POOL).any(axis=(1, 2)))
+    above = np.zeros_like(labels, bool)
+    above[: cavity_rows[-1] - 8] = labels[: cavity_rows[-1] - 8] > 0
+    assert ((out > 0) & above).sum() >= 0.995 * above.sum()
+
+
+def test_cavity_waist_finds_a_widening_past_a_narrowing_not_a_tapering_ventricle():
+    taper = np.array([900, 880, 850, 800, 700, 560, 400, 250, 120, 40, 0, 0], float)
+    assert cavity_waist(taper, 2, 1.5625) is None
+    wobble = np.array([900, 880, 850, 800, 700, 560, 400, 420, 380, 200, 60, 0], float)
+    assert cavity_waist(wobble, 2, 1.5625) is None  # 5 % up: a wobbling contour
+    stomach = np.array([900, 850, 700, 500, 300, 220, 330, 700, 1000, 1100], float)
+    assert cavity_waist(stomach, 2, 1.5625) == (5, 6)
+    reopened = np.array([900, 700, 400, 100, 0, 0, 0, 150, 600, 900], float)
+    assert cavity_waist(reopened, 2, 1.5625) == (4, 7)
+    small = np.array([900, 700, 400, 100, 40, 20, 60, 90, 0], float)  # ACDC's 2.3 x, 0.3 cm2
+    assert cavity_waist(small, 2, 1.5625) is None
