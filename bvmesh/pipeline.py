@@ -113,10 +113,14 @@ def segment(source: str | os.PathLike | io.Volume, options: SegmentOptions | Non
     grid = stack_grid(volume, model, axis, geo)
     stack = preprocess.make_stack(volume.data, grid)
     lap("preprocess")
-    from .propagate import segment_stack
+    from .propagate import read_acquired, segment_stack
 
+    acquired, reading = grid.acquired(axis, volume.shape[axis]), None
+    if opts.propagation:
+        reading = read_acquired(model, stack.image[None], acquired)
+        geo = init_before_waist(geo, reading, model.classes, grid, axis)
     probs = segment_stack(model, stack.image, geo["init_stack"], propagation=opts.propagation,
-                          fusion=opts.fusion, acquired=grid.acquired(axis, volume.shape[axis]))
+                          fusion=opts.fusion, acquired=acquired, reading=reading)
     lap("network")
     result = finish(volume, probs, grid, geo, model, opts, report_head(volume, weights_info, model, opts))
     lap("postprocess")
@@ -315,6 +319,34 @@ def slice_geometry(volume: io.Volume, model, opts: SegmentOptions,
     return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
                   "init_stack": init_stack, "report": report_geo,
                   "frame_bases": list(call.frame_bases) if call is not None else None}
+
+
+def init_before_waist(geo: dict, reading: tuple[np.ndarray, np.ndarray], classes, grid: StackGrid,
+                      axis: int) -> dict:
+    """``geo`` with the initialisation slice halfway from the base to the LV cavity's waist,
+    where the initialisation network, read on the acquired slices (``reading``:
+    :func:`bvmesh.propagate.read_acquired`'s), sees the cavity narrow and then widen again
+    toward the apex (:func:`bvmesh.plausibility.cavity_waist`): a bright organ beyond the
+    apex, a fluid-filled stomach, that the locator counted as heart, so that the middle of
+    its extent lay near the apex or in the organ. ``geo`` itself where there is no waist,
+    or the initialisation slice lies basal of that middle already."""
+    from .plausibility import cavity_waist
+
+    read, probs = reading
+    cavity = (probs[0].argmax(0) == 1 + list(classes).index("lv_pool")).sum(axis=(1, 2))
+    found = cavity_waist(cavity.astype(float), 0, grid.spacing_mm ** 2)
+    if found is None or int(read[found[0]]) // 2 >= geo["init_stack"]:
+        return geo
+    init_stack = int(read[found[0]]) // 2
+
+    def on_input(s: float) -> float:
+        return float(grid.to_input[axis, 0] * s + grid.to_input[axis, 3])
+
+    report = {**geo["report"], "init_slice": round(on_input(init_stack), 2),
+              "init_reason": "middle of the heart between base and slice "
+                             f"{on_input(read[found[0]]):.0f}, where the LV cavity is narrowest "
+                             "before it widens again toward the apex (another organ)"}
+    return {**geo, "init_stack": init_stack, "report": report}
 
 
 def _apex_reason(opts: SegmentOptions) -> str:

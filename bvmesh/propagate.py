@@ -82,7 +82,8 @@ def propagate_stacks(model: Model, images: np.ndarray, init_index: int,
 
 def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
                   propagation: bool = True, fusion: bool = False,
-                  acquired: np.ndarray | None = None) -> np.ndarray:
+                  acquired: np.ndarray | None = None,
+                  reading: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Probabilities for every stack slice.
 
     ``propagation=False`` is the paper's ablation (the initialisation network on every
@@ -91,19 +92,21 @@ def segment_stack(model: Model, image: np.ndarray, init_index: int, *,
     :data:`ANCHOR_FRONTS_ONLY` and, with ``acquired``, :data:`ANCHOR_ACQUIRED`).
     """
     return segment_stacks(model, image[None], init_index, propagation=propagation,
-                          fusion=fusion, acquired=acquired)[0]
+                          fusion=fusion, acquired=acquired, reading=reading)[0]
 
 
 def segment_stacks(model: Model, images: np.ndarray, init_index: int, *,
                    propagation: bool = True, fusion: bool = False,
                    fronts_only: bool | None = None,
-                   acquired: np.ndarray | None = None) -> np.ndarray:
+                   acquired: np.ndarray | None = None,
+                   reading: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """:func:`segment_stack` for F stacks on one grid, (F, S, H, W) -> (F, K+1, S, H, W).
 
     ``fronts_only``: fusion anchors only the slices a step passes on (default
     :data:`ANCHOR_FRONTS_ONLY`). ``acquired``: the stack positions (fractional slice
     indices) of the input's own slices; with :data:`ANCHOR_ACQUIRED`, fusion reads the
-    initialisation network there only and interpolates its probabilities between them.
+    initialisation network there only and interpolates its probabilities between them
+    (``reading``: :func:`read_acquired`'s, when it was made already).
     """
     n_stacks, depth = images.shape[:2]
     if not propagation:
@@ -115,20 +118,29 @@ def segment_stacks(model: Model, images: np.ndarray, init_index: int, *,
     anchored = np.zeros(depth, bool)
     anchored[fronts] = True
     if ANCHOR_ACQUIRED and acquired is not None and len(acquired) and not fronts_only:
-        anchors = _acquired_anchors(model, images, acquired)
+        anchors = _acquired_anchors(model, images, acquired, reading)
     else:
         anchors = np.zeros((n_stacks, len(model.classes) + 1, *images.shape[1:]), np.float32)
         anchors[:, :, fronts] = _init_on(model, images, fronts)
     return propagate_stacks(model, images, init_index, anchors=anchors, anchored=anchored)
 
 
-def _acquired_anchors(model: Model, images: np.ndarray, acquired: np.ndarray) -> np.ndarray:
-    """The initialisation network on the stack slices nearest the acquired ones, its
-    probabilities interpolated linearly along the stack between them (held beyond the
-    first and the last): (F, K+1, S, H, W)."""
+def read_acquired(model: Model, images: np.ndarray, acquired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stack slices nearest the acquired ones (sorted, unique) and the initialisation
+    network's probabilities there, (F, K+1, len, H, W)."""
     depth = images.shape[1]
     read = np.unique(np.clip(np.rint(np.asarray(acquired, float)), 0, depth - 1).astype(int))
-    at = _init_on(model, images, list(read))  # (F, K+1, len(read), H, W)
+    return read, _init_on(model, images, list(read))
+
+
+def _acquired_anchors(model: Model, images: np.ndarray, acquired: np.ndarray,
+                      reading: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The initialisation network on the stack slices nearest the acquired ones (or
+    ``reading``, :func:`read_acquired`'s, when it was made already), its probabilities
+    interpolated linearly along the stack between them (held beyond the first and the
+    last): (F, K+1, S, H, W)."""
+    depth = images.shape[1]
+    read, at = reading if reading is not None else read_acquired(model, images, acquired)
     if len(read) == 1:
         return np.repeat(at, depth, axis=2)
     s = np.arange(depth)

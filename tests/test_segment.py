@@ -187,3 +187,40 @@ def test_options_object_and_keywords_agree(make_case, tiny_model):
     assert moved.report["slices"]["base_slice"] == case.base_slice - 1
     with pytest.raises(TypeError, match="base_slices"):
         pipeline.segment(case.path, opts, model=tiny_model, base_slices=3)
+
+
+@pytest.mark.parametrize("det_sign,apex_sign", [(1, 1), (-1, -1)])
+def test_the_initialisation_slice_moves_basal_of_a_cavity_that_widens_again(det_sign, apex_sign):
+    """The locator counted a stomach beyond the apex as heart, so the middle of its extent
+    lay near the apex; the initialisation network's reading of the acquired slices shows the
+    LV cavity narrowing and widening again, and the initialisation slice moves halfway to
+    that waist. A tapering cavity leaves it where it was."""
+    from bvmesh import geometry
+    from bvmesh.testing import rotation
+
+    affine = np.diag([1.4, 1.4 * det_sign, 10.0, 1.0])
+    affine[:3, :3] = rotation((10.0, -20.0, 35.0)) @ affine[:3, :3]  # oblique
+    n = 12
+    base = 1 if apex_sign > 0 else n - 2
+    grid = geometry.stack_grid(affine, (120, 120, n), slice_axis=2, base_slice=base,
+                               apex_sign=apex_sign, center=(60.0, 60.0), size=32)
+    read = np.rint(grid.acquired(2, n)).astype(int)
+    read = read[(read >= 0) & (read < grid.shape[0])]
+
+    def reading(cavity_px):
+        probs = np.zeros((1, 4, len(read), 32, 32), np.float32)
+        probs[0, 0] = 1.0
+        for k, px in enumerate(cavity_px[: len(read)]):
+            probs[0, 1, k].ravel()[:px] = 2.0  # the LV pool wins on px pixels
+        return read, probs
+
+    geo = {"init_stack": int(read[5]), "report": {"init_slice": 6.0, "init_reason": "middle"}}
+    classes = ("lv_pool", "lv_myo", "rv_pool")
+    stomach = [900, 850, 700, 400, 200, 700, 900, 1000, 1000, 1000]
+    moved = pipeline.init_before_waist(geo, reading(stomach), classes, grid, 2)
+    assert moved["init_stack"] == int(read[4]) // 2
+    assert "widens again" in moved["report"]["init_reason"]
+    expected = base + apex_sign * moved["init_stack"] * grid.spacing_mm / 10.0
+    assert moved["report"]["init_slice"] == pytest.approx(expected, abs=0.01)
+    taper = [900, 880, 850, 800, 700, 560, 400, 250, 120, 40]
+    assert pipeline.init_before_waist(geo, reading(taper), classes, grid, 2) is geo
