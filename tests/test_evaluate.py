@@ -329,7 +329,10 @@ def test_segment_then_score_with_a_stand_in_segmenter(tmp_path):
 
     def fake_segment(path, *, model, device, propagation, fusion, base_slice, plausibility):
         calls.append((path.name, model, propagation, base_slice))
-        return SimpleNamespace(labels=heart(), volume=bio.load(path))
+        removed = [{"rule": "apical_waist", "structure": "heart", "ml": 12.5},
+                   {"rule": "rv_off_septum", "structure": "rv_pool", "ml": 0.25}]
+        return SimpleNamespace(labels=heart(), volume=bio.load(path),
+                               report={"plausibility": removed})
 
     results = list(ev.segment_and_score(pairs, labels="acdc", propagation=False,
                                         base_from_gt=True, save_dir=tmp_path / "pred",
@@ -338,6 +341,7 @@ def test_segment_then_score_with_a_stand_in_segmenter(tmp_path):
     a, b = results
     assert a.status == ev.OK and a.scores["lv_myo"]["dice"] == 1.0 and "rv_myo" not in a.scores
     assert a.segment_seconds >= 0 and b.status == ev.FAILED and "no image" in b.messages[0]
+    assert a.removed == "apical_waist heart 12.5; rv_off_septum rv_pool 0.25"
     # The saved prediction is in the layout PRED accepts, so it scores the same again.
     again = ev.evaluate(tmp_path / "pred", data, labels="acdc")
     assert {c.case: c.status for c in again.cases} == {"a": ev.OK, "b": ev.MISSING}
@@ -648,6 +652,7 @@ def test_cli_held_out_runs_the_real_pipeline(acdc_like, tmp_path):
     # Each case's QC verdict, so a cross-validation tells how often QC flags a good case.
     assert all(r["qc"] in ("pass", "warn", "fail") for r in rows)
     assert all(r["qc"] == "pass" or r["qc_checks"] for r in rows)
+    assert all(r["removed"] == "" for r in rows)  # what the plausibility rules took: off here
     # The base segment used beside the labels' own: given from the labels here.
     assert all(r["base_slice_pred"] == r["base_slice"] != "n/a" for r in rows)
     assert sorted(p.parent.name for p in (tmp_path / "r" / "predictions").glob("*/labels.nii.gz")) \

@@ -41,7 +41,8 @@ def case_rows(ev: Evaluation) -> tuple[list[str], list[dict[str, str]]]:
     if any(c.base_pred is not None for c in ev.cases):
         columns.insert(columns.index("base_slice") + 1, "base_slice_pred")
     qc = any(c.qc for c in ev.cases)
-    columns += ["seconds", "segment_seconds"] + (["qc", "qc_checks"] if qc else []) + ["pred", "gt"]
+    columns += ["seconds", "segment_seconds"] + (["qc", "qc_checks", "removed"] if qc else []) \
+        + ["pred", "gt"]
     rows = []
     for c in ev.cases:
         row = {k: NA for k in columns}
@@ -49,7 +50,7 @@ def case_rows(ev: Evaluation) -> tuple[list[str], list[dict[str, str]]]:
                    pred=c.pred or "", gt=c.gt or "", seconds=f"{c.seconds:.3f}",
                    segment_seconds=fmt(c.segment_seconds, 2))
         if qc:
-            row.update(qc=c.qc, qc_checks=c.qc_checks)
+            row.update(qc=c.qc, qc_checks=c.qc_checks, removed=c.removed)
         if c.base_pred is not None:
             row["base_slice_pred"] = str(c.base_pred)
         if folds:

@@ -84,6 +84,8 @@ class CaseResult:
     #: bvmesh.segment's QC verdict and the checks that warned or failed (``--cases``).
     qc: str = ""
     qc_checks: str = ""
+    #: What bvmesh.segment's plausibility rules removed, "rule structure ml; ..." (``--cases``).
+    removed: str = ""
     #: The base slice bvmesh.segment used (detected, or the labels' when given), ``--cases``.
     base_pred: int | None = None
     pred: str | None = None

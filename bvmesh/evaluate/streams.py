@@ -111,4 +111,6 @@ def segment_and_score(
         result.qc = qc.get("verdict", "")
         result.qc_checks = ";".join(qc.get("failed", []) + qc.get("warned", []))
         result.base_pred = getattr(seg, "report", {}).get("slices", {}).get("base_slice")
+        result.removed = "; ".join(f"{r['rule']} {r['structure']} {r['ml']:g}"
+                                   for r in getattr(seg, "report", {}).get("plausibility", []))
         yield result
