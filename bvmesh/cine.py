@@ -8,7 +8,10 @@ the function figures (volumes, stroke volume, ejection fraction, LV mass).
 
 The paper names temporal consistency as its next step. Here the base, the ROI and the
 stack grid are chosen once per cine, so a frame cannot differ from its neighbour by a
-shifted crop; the base descends toward the apex at end-systole, so a frame whose own
+shifted crop (so is the initialisation slice, halfway to the locator's apex: a single
+volume's is also moved basal of a cavity that widens again past the apex,
+:func:`~bvmesh.pipeline.init_before_waist`, which frames batched on one slice cannot
+each do); the base descends toward the apex at end-systole, so a frame whose own
 base call lies one or two slices apical of the cine's starts there instead. Each
 frame's class probabilities are averaged with its neighbours' (weights
 :data:`TEMPORAL_WEIGHTS`, symmetric, so the volume curve is smoothed without lag; the

@@ -113,12 +113,10 @@ def segment(source: str | os.PathLike | io.Volume, options: SegmentOptions | Non
     grid = stack_grid(volume, model, axis, geo)
     stack = preprocess.make_stack(volume.data, grid)
     lap("preprocess")
-    from .propagate import read_acquired, segment_stack
+    from .propagate import segment_stack
 
-    acquired, reading = grid.acquired(axis, volume.shape[axis]), None
-    if opts.propagation:
-        reading = read_acquired(model, stack.image[None], acquired)
-        geo = init_before_waist(geo, reading, model.classes, grid, axis)
+    acquired = grid.acquired(axis, volume.shape[axis])
+    geo, reading = place_init(geo, model, stack.image, grid, axis, acquired, opts)
     probs = segment_stack(model, stack.image, geo["init_stack"], propagation=opts.propagation,
                           fusion=opts.fusion, acquired=acquired, reading=reading)
     lap("network")
@@ -319,6 +317,19 @@ def slice_geometry(volume: io.Volume, model, opts: SegmentOptions,
     return axis, {"base_slice": base, "apex_sign": sign, "roi_center": centre,
                   "init_stack": init_stack, "report": report_geo,
                   "frame_bases": list(call.frame_bases) if call is not None else None}
+
+
+def place_init(geo: dict, model, image: np.ndarray, grid: StackGrid, axis: int,
+               acquired: np.ndarray, opts: SegmentOptions) -> tuple[dict, tuple | None]:
+    """``geo`` with the initialisation slice checked against the initialisation network's
+    reading of the acquired slices of stack ``image`` (:func:`init_before_waist`), and that
+    reading (fusion's anchor reuses it); without propagation ``geo`` and None."""
+    if not opts.propagation:
+        return geo, None
+    from .propagate import read_acquired
+
+    reading = read_acquired(model, image[None], acquired)
+    return init_before_waist(geo, reading, model.classes, grid, axis), reading
 
 
 def init_before_waist(geo: dict, reading: tuple[np.ndarray, np.ndarray], classes, grid: StackGrid,
