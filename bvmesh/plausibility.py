@@ -146,21 +146,27 @@ def _apical_waist(labels: np.ndarray, spacing_mm: float, init_slice: int) -> dic
 
 def cavity_waist(area: np.ndarray, start: int, pixel_mm2: float) -> tuple[int, int] | None:
     """Where the LV cavity's sections ``area`` (pixels of ``pixel_mm2``, from the base
-    toward the apex) widen again past ``start``: (its narrowest section, the first section
-    that is no longer the heart's), or None. The first is past the narrowest section; or,
-    where the cavity had closed, where it opens again (what lies past its end is the cap)."""
+    toward the apex) widen again past ``start``: (its narrowest section apical of its
+    widest, the first section that is no longer the heart's), or None. The first is past
+    the narrowest section; or, where the cavity had closed, where it opens again (what lies
+    past its end is the cap). A cavity that only widens below a narrow basal section (the
+    outflow tract) has no waist: the narrowing must follow the widest section."""
     if start >= len(area):
         return None
     gain = WAIST_GAIN_MM2 / pixel_mm2
-    widest, narrowest, waist = area[: start + 1].max(), area[start], start
+    top = int(np.argmax(area[: start + 1]))
+    waist = top + int(np.argmin(area[top: start + 1]))
+    widest, narrowest = area[top], area[waist]
     for s in range(start + 1, len(area)):
         if 0 < widest and narrowest <= WAIST_FRACTION * widest and area[s] >= WAIST_RATIO * narrowest \
                 and area[s] - narrowest >= gain:
             opens = waist + int(np.flatnonzero(area[waist:] > 0)[0])
             return waist, waist + 1 if narrowest > 0 else opens
-        if area[s] < narrowest:
+        if area[s] > widest:
+            widest = narrowest = area[s]
+            waist = s
+        elif area[s] < narrowest:
             narrowest, waist = area[s], s
-        widest = max(widest, area[s])
     return None
 
 

@@ -134,3 +134,5 @@ def test_cavity_waist_finds_a_widening_past_a_narrowing_not_a_tapering_ventricle
     assert cavity_waist(reopened, 2, 1.5625) == (4, 7)
     small = np.array([900, 700, 400, 100, 40, 20, 60, 90, 0], float)  # ACDC's 2.3 x, 0.3 cm2
     assert cavity_waist(small, 2, 1.5625) is None
+    outflow = np.array([300, 250, 700, 900, 880, 850, 700, 400, 120, 0], float)
+    assert cavity_waist(outflow, 0, 1.5625) is None  # narrow basal sections are no waist
