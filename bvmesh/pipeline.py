@@ -339,14 +339,16 @@ def init_before_waist(geo: dict, reading: tuple[np.ndarray, np.ndarray], classes
     :func:`bvmesh.propagate.read_acquired`'s), sees the cavity narrow and then widen again
     toward the apex (:func:`bvmesh.plausibility.cavity_waist`): a bright organ beyond the
     apex, a fluid-filled stomach, that the locator counted as heart, so that the middle of
-    its extent lay near the apex or in the organ. ``geo`` itself where there is no waist,
-    or the initialisation slice lies basal of that middle already."""
+    its extent lay in the organ or past the heart's narrowing. ``geo`` itself where there
+    is no waist or the initialisation slice lies basal of it (then on the heart; the
+    plausibility rules take the organ from there, and a move by a fraction of a slice
+    would only change which slice propagation starts from)."""
     from .plausibility import cavity_waist
 
     read, probs = reading
     cavity = (probs[0].argmax(0) == 1 + list(classes).index("lv_pool")).sum(axis=(1, 2))
     found = cavity_waist(cavity.astype(float), 0, grid.spacing_mm ** 2)
-    if found is None or int(read[found[0]]) // 2 >= geo["init_stack"]:
+    if found is None or geo["init_stack"] < read[found[0]]:
         return geo
     init_stack = int(read[found[0]]) // 2
 

@@ -204,7 +204,7 @@ def test_the_initialisation_slice_moves_basal_of_a_cavity_that_widens_again(det_
     base = 1 if apex_sign > 0 else n - 2
     grid = geometry.stack_grid(affine, (120, 120, n), slice_axis=2, base_slice=base,
                                apex_sign=apex_sign, center=(60.0, 60.0), size=32)
-    read = np.rint(grid.acquired(2, n)).astype(int)
+    read = np.unique(np.rint(grid.acquired(2, n)).astype(int))  # as read_acquired reads
     read = read[(read >= 0) & (read < grid.shape[0])]
 
     def reading(cavity_px):
@@ -224,3 +224,5 @@ def test_the_initialisation_slice_moves_basal_of_a_cavity_that_widens_again(det_
     assert moved["report"]["init_slice"] == pytest.approx(expected, abs=0.01)
     taper = [900, 880, 850, 800, 700, 560, 400, 250, 120, 40]
     assert pipeline.init_before_waist(geo, reading(taper), classes, grid, 2) is geo
+    basal = {**geo, "init_stack": int(read[3])}  # on the heart, basal of the waist: kept
+    assert pipeline.init_before_waist(basal, reading(stomach), classes, grid, 2) is basal
