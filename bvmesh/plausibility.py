@@ -63,9 +63,10 @@ GROWTH_PER_MM = 0.05
 #: wobbling network contour between acquired slices.
 REWIDEN = 0.10
 #: The LV cavity's re-widening toward the apex that ends the heart: this many times its
-#: narrowest section since the initialisation slice, by at least ``WAIST_GAIN_MM2``, once
-#: it has narrowed to ``WAIST_FRACTION`` of its widest (ACDC's manual maps: at most 1.5
-#: times, and 2.3 times only over 0.3 cm2).
+#: narrowest section apical of its widest, by at least ``WAIST_GAIN_MM2``, once it has
+#: narrowed to ``WAIST_FRACTION`` of its widest (ACDC's 200 manual maps: from the middle
+#: slice at most 1.5 times, and 2.3 times only over 0.3 cm2; read from their base, no
+#: waist at all).
 WAIST_RATIO = 2.0
 WAIST_GAIN_MM2 = 200.0
 WAIST_FRACTION = 0.5
