@@ -179,7 +179,7 @@ def restack(probs: np.ndarray, grid, own, axis: int) -> np.ndarray:
     same ROI starting further toward the apex: linear along the stack axis (the in-plane
     grid is the same)."""
     layers = np.arange(own.shape[0])
-    k = own.to_input[axis, 0] * layers + own.to_input[axis, 3]  # their input slice
+    k = own.input_slice(layers, axis)  # their input slice
     at = np.clip((k - grid.to_input[axis, 3]) / grid.to_input[axis, 0], 0, probs.shape[1] - 1)
     lo = np.floor(at).astype(int)
     hi = np.minimum(lo + 1, probs.shape[1] - 1)

@@ -46,6 +46,11 @@ class StackGrid:
         s = self.to_stack[0, slice_axis] * np.arange(n_slices) + self.to_stack[0, 3]
         return s[(s > -1) & (s < self.shape[0])]
 
+    def input_slice(self, stack_slice, slice_axis: int):
+        """The input slice index (fractional) that stack slice(s) ``stack_slice`` lie on:
+        stack slice s maps to ``to_input[slice_axis] . (s, r, c, 1)`` whatever r and c."""
+        return self.to_input[slice_axis, 0] * np.asarray(stack_slice, float) + self.to_input[slice_axis, 3]
+
 
 def stack_grid(affine: np.ndarray, shape: tuple[int, int, int], *, slice_axis: int,
                base_slice: float, apex_sign: int, center: tuple[float, float], size: int = 128,

@@ -218,8 +218,7 @@ def _plausible(stack_labels: np.ndarray, grid: StackGrid, geo: dict) -> tuple[np
     listed = []
     for r in removals:
         item = r.as_dict()
-        # Stack slice s lies on input slice to_input[axis] . (s, r, c, 1), whatever r and c.
-        item["input_slices"] = [int(round(grid.to_input[axis, 0] * s + grid.to_input[axis, 3]))
+        item["input_slices"] = [int(round(float(grid.input_slice(s, axis))))
                                 for s in item["stack_slices"]]
         listed.append(item)
         log.info("plausibility: removed %.2f ml of %s (%s) on input slices %s", r.ml, r.structure,
@@ -351,14 +350,11 @@ def init_before_waist(geo: dict, reading: tuple[np.ndarray, np.ndarray], classes
     if found is None or geo["init_stack"] < read[found[0]]:
         return geo
     init_stack = int(read[found[0]]) // 2
-
-    def on_input(s: float) -> float:
-        return float(grid.to_input[axis, 0] * s + grid.to_input[axis, 3])
-
-    report = {**geo["report"], "init_slice": round(on_input(init_stack), 2),
+    report = {**geo["report"], "init_slice": round(float(grid.input_slice(init_stack, axis)), 2),
               "init_reason": "middle of the heart between base and slice "
-                             f"{on_input(read[found[0]]):.0f}, where the LV cavity is narrowest "
-                             "before it widens again toward the apex (another organ)"}
+                             f"{float(grid.input_slice(read[found[0]], axis)):.0f}, where the LV "
+                             "cavity is narrowest before it widens again toward the apex "
+                             "(another organ)"}
     return {**geo, "init_stack": init_stack, "report": report}
 
 

@@ -13,11 +13,12 @@ says where and how much, so a report can list every removal. In the order they r
   gone on into a bright organ beyond the apex (a fluid-filled stomach reads as a cavity).
   Everything from there on is removed, not just the excess: trimmed to the narrowest
   section, the organ left a column of that width (ACDC's 200 manual label maps: the
-  cavity re-widens by at most 1.5 times toward the apex, once 2.3 times over 0.3 cm2).
+  cavity re-widens by at most 1.5 times toward the apex, once 2.3 times from 0.4 to 0.9
+  cm2; scripts/apex_profiles.py).
 - ``apical_cap``: beyond the last slice of the LV cavity only the apical cap is left, and a
   cap narrows: the first section that grows out of the previous one (a tenth of it more than a
   voxel outside it, or larger by ``GROWTH_PER_MM``) and the ``CAP_MM`` past the cavity's end
-  end the heart (a myocardial crescent round a stomach ran on 30 mm past a closed LV).
+  end the heart (a myocardial crescent round a stomach ran on well past a closed LV).
 - ``apical_growth``: from the initialisation slice toward the apex the ventricles taper.
   Each slice's heart (all labels) and RV pool must lie within one voxel of the previous
   slice's. The heart's section may not outgrow the smallest section between the
@@ -65,14 +66,14 @@ REWIDEN = 0.10
 #: The LV cavity's re-widening toward the apex that ends the heart: this many times its
 #: narrowest section apical of its widest, by at least ``WAIST_GAIN_MM2``, once it has
 #: narrowed to ``WAIST_FRACTION`` of its widest (ACDC's 200 manual maps: from the middle
-#: slice at most 1.5 times, and 2.3 times only over 0.3 cm2; read from their base, no
+#: slice at most 1.5 times, and 2.3 times only from 0.4 to 0.9 cm2; read from their base, no
 #: waist at all).
 WAIST_RATIO = 2.0
 WAIST_GAIN_MM2 = 200.0
 WAIST_FRACTION = 0.5
 #: How far (mm) the heart may go on past the LV cavity's last slice: the apical cap.
 #: ACDC's manual maps hold myocardium without cavity on at most two 10 mm slices past it
-#: (2 of 200 maps; one slice in 16).
+#: (2 of 200 maps; one slice in 16; scripts/apex_profiles.py).
 CAP_MM = 25.0
 #: The share of a cap section that may lie more than a voxel outside the previous one (a
 #: wobbling contour) before it counts as growing out of it.
