@@ -10,6 +10,7 @@ with tetrahedra (:mod:`.tetra`, optional).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,8 +27,12 @@ RV_WALL_MM = 3.0
 #: Taubin passes tried in turn until smoothing harms none of SMOOTHING_HARMS.
 SMOOTHING_PASSES = (10, 5, 2, 0)
 SMOOTHING_HARMS = ("self_intersections", "min_triangle_angle_deg")
-#: The edge, relative to the one asked for, of the one retry of a remesh that left only a sliver.
-SLIVER_RETRY = 0.95
+#: The edges, relative to the one asked for, of the remeshes tried on the smoothed surface
+#: before the careful ladder: a remesh that crosses a thin wall or leaves a sliver is a
+#: matter of where its triangles fell, and 5 % shorter edges triangulate the surface anew at
+#: nearly the same density (`python scripts/remesh_attempts.py`: on 50 ACDC predictions the
+#: first passed the gate 46 times, one of the first two 47, one of the three 49).
+ATTEMPTS = (1.0, 0.95, 0.9)
 #: A pool cavity larger than this (ml) sealed below the base is a ventricle closed off,
 #: not a fragment left inside a wall: the notes then carry a WARNING.
 SEALED_POOL_WARN_ML = 1.0
@@ -193,6 +198,58 @@ def _repair_labels(labels: np.ndarray, affine: np.ndarray, dist: np.ndarray, nor
     return labels
 
 
+@dataclass
+class _Finisher:
+    """Smooths, remeshes and gates one marched surface, each smoothing and remesh made
+    once (both are deterministic: the careful path meets what the fast path made)."""
+
+    raw: np.ndarray
+    faces: np.ndarray
+    ext: np.ndarray
+    affine: np.ndarray
+    on_plane: np.ndarray
+    base_faces: np.ndarray
+    point: np.ndarray
+    normal: np.ndarray
+    h: float
+    voxel_volume: float
+    made: dict = field(default_factory=dict)
+    smooths: dict = field(default_factory=dict)
+
+    def gate(self, verts, faces, base_faces):
+        face_tags = tags.tag_faces(verts, faces, self.ext, self.affine, base_faces=base_faces,
+                                   probe_mm=self.h)
+        return face_tags, quality_report(verts, faces, face_tags,
+                                         voxel_volume_mm3=self.voxel_volume)
+
+    def smoothed(self, passes: int) -> np.ndarray:
+        if passes not in self.smooths:
+            verts = surface.smooth(self.raw, self.faces, on_plane=self.on_plane,
+                                   point=self.point, normal=self.normal,
+                                   iterations=passes) if passes else self.raw
+            self.smooths[passes] = surface.relax(verts, self.faces, on_plane=self.on_plane,
+                                                 point=self.point, normal=self.normal)
+        return self.smooths[passes]
+
+    def remeshed(self, passes: int, verts: np.ndarray, edge: float):
+        """((vertices, faces, tags, quality), note with a {} for why this edge) of the
+        surface smoothed with ``passes`` (``verts``) remeshed to ``edge``."""
+        if (passes, edge) not in self.made:
+            new_verts, new_faces = remesh.remesh(verts, self.faces, self.base_faces, edge)
+            new_on_plane = np.abs((new_verts - self.point) @ self.normal) < 1e-6 * self.h
+            # The remesher leaves a few slivers on the flat cap (3.5 degrees on the example
+            # scan); two relaxation passes lift them past 20 degrees without moving the shape.
+            new_verts = surface.relax(new_verts, new_faces, on_plane=new_on_plane,
+                                      point=self.point, normal=self.normal, iterations=2)
+            new_tags, new_quality = self.gate(new_verts, new_faces,
+                                              new_on_plane[new_faces].all(axis=1))
+            note = (f"remeshed to {edge:g} mm edges{{}}: {len(new_faces)} faces (from "
+                    f"{len(self.faces)}), volume "
+                    f"{_volume_change(verts, self.faces, new_verts, new_faces)}")
+            self.made[passes, edge] = (new_verts, new_faces, new_tags, new_quality), note
+        return self.made[passes, edge]
+
+
 def _smooth_and_gate(raw: np.ndarray, faces: np.ndarray, ext: np.ndarray, affine: np.ndarray,
                      *, on_plane: np.ndarray, base_faces: np.ndarray, point: np.ndarray,
                      normal: np.ndarray, h: float, smooth: bool, voxel_volume: float,
@@ -200,66 +257,55 @@ def _smooth_and_gate(raw: np.ndarray, faces: np.ndarray, ext: np.ndarray, affine
     """Smooth, relax, remesh (when ``edge_mm``), tag and gate. Marching cubes' own surface
     never crosses itself; smoothing can fold a thin wall at the base (1 of 200 ACDC
     ground-truth frames), so then smooth less, down to none. A remeshed surface that
-    fails the gate gives way to shorter edges, then to the one it was made from. Only the
-    surface returned is sure to have been gated. Returns (vertices, faces, face tags,
-    quality)."""
-    def gate(verts, faces, base_faces):
-        face_tags = tags.tag_faces(verts, faces, ext, affine, base_faces=base_faces, probe_mm=h)
-        return face_tags, quality_report(verts, faces, face_tags, voxel_volume_mm3=voxel_volume)
-
-    def smoothed(passes):
-        verts = surface.smooth(raw, faces, on_plane=on_plane, point=point, normal=normal,
-                               iterations=passes) if passes else raw
-        return surface.relax(verts, faces, on_plane=on_plane, point=point, normal=normal)
-
-    def remeshed(verts, edge):
-        new_verts, new_faces = remesh.remesh(verts, faces, base_faces, edge)
-        new_on_plane = np.abs((new_verts - point) @ normal) < 1e-6 * h
-        # The remesher leaves a few slivers on the flat cap (3.5 degrees on the example scan);
-        # two relaxation passes lift them past 20 degrees without moving the shape.
-        new_verts = surface.relax(new_verts, new_faces, on_plane=new_on_plane, point=point,
-                                  normal=normal, iterations=2)
-        new_tags, new_quality = gate(new_verts, new_faces, new_on_plane[new_faces].all(axis=1))
-        note = (f"remeshed to {edge:g} mm edges{{}}: {len(new_faces)} faces (from {len(faces)}), "
-                f"volume {_volume_change(verts, faces, new_verts, new_faces)}")
-        return (new_verts, new_faces, new_tags, new_quality), note
-
+    fails the gate gives way to one at a 5 % shorter edge, twice (:data:`ATTEMPTS`), then
+    to the ladder of much shorter edges (bvmesh.mesh.remesh.edge_ladder), then to the
+    surface it was made from. Only the surface returned is sure to have been gated.
+    Returns (vertices, faces, face tags, quality)."""
+    finisher = _Finisher(raw, faces, ext, affine, on_plane, base_faces, point, normal, h,
+                         voxel_volume)
     if edge_mm is not None:
-        # The common case, gated once: the fully smoothed surface remeshed at the edge asked
-        # for. Gating the dense surface first (a third of a case's mesh time) only matters
-        # when this fails; then the careful ladder below runs from the start. A remesh
-        # whose only fault is a sliver (one triangle under 5 degrees of 87 000 on ACDC
-        # patient012 ED) is tried once more at a 5 % shorter edge, which triangulates the
-        # surface anew at the same density, before the ladder halves the edge.
-        verts = smoothed(SMOOTHING_PASSES[0] if smooth else 0)
-        for edge in (float(edge_mm), round(SLIVER_RETRY * edge_mm, 3)):
-            made, note = remeshed(verts, edge)
-            if made[3]["passed"]:
-                notes.append(note.format("" if edge == edge_mm else
-                                         f" ({edge_mm:g} mm left a sliver)"))
-                return made
-            if made[3]["failed"] != ["min_triangle_angle_deg"]:
-                break
+        made = _fast_remesh(finisher, SMOOTHING_PASSES[0] if smooth else 0, edge_mm, notes)
+        if made is not None:
+            return made
+    return _careful(finisher, smooth, edge_mm, notes)
+
+
+def _fast_remesh(finisher: _Finisher, passes: int, edge_mm: float, notes: list[str]):
+    """The common case, gated once per attempt: the fully smoothed surface remeshed at the
+    edge asked for, or a little shorter; None when all fail. (Gating the dense surface
+    first, a third of a case's mesh time, only matters then.)"""
+    verts = finisher.smoothed(passes)
+    edges = [round(f * edge_mm, 3) for f in ATTEMPTS]
+    for k, edge in enumerate(edges):
+        made, note = finisher.remeshed(passes, verts, edge)
+        if made[3]["passed"]:
+            failed = " and ".join(f"{e:g}" for e in edges[:k])
+            notes.append(note.format(f" ({failed} mm failed the gate)" if k else ""))
+            return made
+    return None
+
+
+def _careful(finisher: _Finisher, smooth: bool, edge_mm: float | None, notes: list[str]):
+    """Smooth less until smoothing folds nothing, then remesh down the edge ladder."""
     for passes in SMOOTHING_PASSES if smooth else (0,):
-        verts = smoothed(passes)
-        face_tags, quality = gate(verts, faces, base_faces)
+        verts = finisher.smoothed(passes)
+        face_tags, quality = finisher.gate(verts, finisher.faces, finisher.base_faces)
         folded = [c for c in SMOOTHING_HARMS if c in quality["failed"]]
         if not folded or passes == 0:
             break
         notes.append(f"smoothing with {passes} Taubin passes failed {', '.join(folded)}; "
                      "smoothed less")
     if edge_mm is None:
-        return verts, faces, face_tags, quality
+        return verts, finisher.faces, face_tags, quality
     for edge in remesh.edge_ladder(edge_mm):
-        made, note = remeshed(verts, edge)
-        new_quality = made[3]
-        if new_quality["passed"] or not quality["passed"]:
+        made, note = finisher.remeshed(passes, verts, edge)
+        if made[3]["passed"] or not quality["passed"]:
             notes.append(note.format(f" ({edge_mm:g} mm failed the gate)" if edge != edge_mm else ""))
             return made
     notes.append(f"remeshing to {edge_mm:g} mm edges and shorter failed "
-                 f"{', '.join(new_quality['failed'])}: kept the surface at its marching-cubes "
-                 f"density ({len(faces)} faces)")
-    return verts, faces, face_tags, quality
+                 f"{', '.join(made[3]['failed'])}: kept the surface at its marching-cubes "
+                 f"density ({len(finisher.faces)} faces)")
+    return verts, finisher.faces, face_tags, quality
 
 
 def _volume_change(verts, faces, new_verts, new_faces) -> str:
