@@ -305,16 +305,17 @@ def test_smoothing_that_folds_the_surface_is_retried_with_fewer_passes(monkeypat
 
 
 def test_a_remeshed_surface_that_fails_the_gate_gives_way_to_shorter_edges(monkeypatch):
-    """The fast path must not let a failed remesh through: when the edge asked for and the
-    two 5 % shorter ones all fail, the careful ladder takes over and gates what it returns."""
+    """The fast path must not let a failed remesh through: when the edge asked for (2 and 3
+    passes) and a 10 % shorter one all fail, the careful ladder takes over and gates what it
+    returns."""
     pytest.importorskip("gpytoolbox")
     import bvmesh.mesh.remesh as remesh
 
     phantom = make_phantom((1.25, 1.25, 1.25), truth=False)
     real_remesh = remesh.remesh
 
-    def folding_remesh(verts, faces, base_faces, edge_mm):
-        out, new_faces = real_remesh(verts, faces, base_faces, edge_mm)
+    def folding_remesh(verts, faces, base_faces, edge_mm, iterations=2):
+        out, new_faces = real_remesh(verts, faces, base_faces, edge_mm, iterations)
         if edge_mm >= 1.35:  # push one vertex straight through the far wall
             out = out.copy()
             out[-1] = out[-1] + 3 * (out.mean(axis=0) - out[-1])
@@ -328,24 +329,31 @@ def test_a_remeshed_surface_that_fails_the_gate_gives_way_to_shorter_edges(monke
 
 
 @pytest.mark.parametrize("fault", ["min_triangle_angle_deg", "self_intersections"])
-def test_a_remesh_that_fails_the_gate_is_tried_again_at_a_slightly_shorter_edge(monkeypatch, fault):
+def test_a_remesh_that_fails_the_gate_is_tried_again_before_the_ladder(monkeypatch, fault):
     """A sliver or a crossing where the triangles fell does not send the surface down the
-    ladder to half its edge: a 5 % shorter edge triangulates it anew at about the density
-    asked for."""
+    ladder to a fraction of its edge: the edge asked for is remeshed again with one more
+    pass (then 10 % shorter)."""
     pytest.importorskip("gpytoolbox")
     import bvmesh.mesh.build as build
+    import bvmesh.mesh.remesh as remesh
 
     phantom = make_phantom((1.25, 1.25, 1.25), truth=False)
-    real_gate, calls = build.quality_report, []
+    real_gate, real_remesh, calls, made = build.quality_report, remesh.remesh, [], []
 
     def fails_first(verts, faces, tags, **kw):
         report = real_gate(verts, faces, tags, **kw)
         calls.append(len(faces))
         return {**report, "passed": False, "failed": [fault]} if len(calls) == 1 else report
 
+    def counted(verts, faces, base_faces, edge_mm, iterations=2):
+        made.append((edge_mm, iterations))
+        return real_remesh(verts, faces, base_faces, edge_mm, iterations)
+
     monkeypatch.setattr(build, "quality_report", fails_first)
+    monkeypatch.setattr(remesh, "remesh", counted)
     surf = surface_mesh(phantom.labels, phantom.affine, edge_mm=1.5)
     assert surf.quality["passed"], surf.quality["failed"]
-    assert any("remeshed to 1.425 mm edges (1.5 mm failed the gate)" in n for n in surf.notes), \
-        surf.notes
-    assert len(calls) == 2  # no dense gate, no ladder
+    assert made == [(1.5, 2), (1.5, 3)]  # the edge asked for kept; no dense gate, no ladder
+    assert any("remeshed to 1.5 mm edges (3 passes, after 1 remesh that failed the gate)"
+               in n for n in surf.notes), surf.notes
+    assert len(calls) == 2

@@ -27,12 +27,13 @@ RV_WALL_MM = 3.0
 #: Taubin passes tried in turn until smoothing harms none of SMOOTHING_HARMS.
 SMOOTHING_PASSES = (10, 5, 2, 0)
 SMOOTHING_HARMS = ("self_intersections", "min_triangle_angle_deg")
-#: The edges, relative to the one asked for, of the remeshes tried on the smoothed surface
-#: before the careful ladder: a remesh that crosses a thin wall or leaves a sliver is a
-#: matter of where its triangles fell, and 5 % shorter edges triangulate the surface anew at
-#: nearly the same density (`python scripts/remesh_attempts.py`: on 50 ACDC predictions the
-#: first passed the gate 46 times, one of the first two 47, one of the three 49).
-ATTEMPTS = (1.0, 0.95, 0.9)
+#: The remeshes tried on the smoothed surface before the careful ladder, as (remeshing
+#: passes, edge relative to the one asked for): a remesh that crosses a thin wall or leaves a
+#: sliver is a matter of where its triangles fell, so the edge asked for is tried again with
+#: one more pass before a 10 % shorter edge triangulates the surface anew (`python
+#: scripts/remesh_attempts.py`: on 50 ACDC predictions the first passed the gate 46 times,
+#: one of the first two 48, one of the three 50).
+ATTEMPTS = ((2, 1.0), (3, 1.0), (2, 0.9))
 #: A pool cavity larger than this (ml) sealed below the base is a ventricle closed off,
 #: not a fragment left inside a wall: the notes then carry a WARNING.
 SEALED_POOL_WARN_ML = 1.0
@@ -231,11 +232,15 @@ class _Finisher:
                                                  point=self.point, normal=self.normal)
         return self.smooths[passes]
 
-    def remeshed(self, passes: int, verts: np.ndarray, edge: float):
+    def remeshed(self, passes: int, verts: np.ndarray, edge: float,
+                 iterations: int = remesh.ITERATIONS):
         """((vertices, faces, tags, quality), note with a {} for why this edge) of the
-        surface smoothed with ``passes`` (``verts``) remeshed to ``edge``."""
-        if (passes, edge) not in self.made:
-            new_verts, new_faces = remesh.remesh(verts, self.faces, self.base_faces, edge)
+        surface smoothed with ``passes`` (``verts``) remeshed to ``edge`` in
+        ``iterations`` remeshing passes."""
+        key = (passes, edge, iterations)
+        if key not in self.made:
+            new_verts, new_faces = remesh.remesh(verts, self.faces, self.base_faces, edge,
+                                                 iterations)
             new_on_plane = np.abs((new_verts - self.point) @ self.normal) < 1e-6 * self.h
             # The remesher leaves a few slivers on the flat cap (3.5 degrees on the example
             # scan); two relaxation passes lift them past 20 degrees without moving the shape.
@@ -246,8 +251,8 @@ class _Finisher:
             note = (f"remeshed to {edge:g} mm edges{{}}: {len(new_faces)} faces (from "
                     f"{len(self.faces)}), volume "
                     f"{_volume_change(verts, self.faces, new_verts, new_faces)}")
-            self.made[passes, edge] = (new_verts, new_faces, new_tags, new_quality), note
-        return self.made[passes, edge]
+            self.made[key] = (new_verts, new_faces, new_tags, new_quality), note
+        return self.made[key]
 
 
 def _smooth_and_gate(raw: np.ndarray, faces: np.ndarray, ext: np.ndarray, affine: np.ndarray,
@@ -257,10 +262,11 @@ def _smooth_and_gate(raw: np.ndarray, faces: np.ndarray, ext: np.ndarray, affine
     """Smooth, relax, remesh (when ``edge_mm``), tag and gate. Marching cubes' own surface
     never crosses itself; smoothing can fold a thin wall at the base (1 of 200 ACDC
     ground-truth frames), so then smooth less, down to none. A remeshed surface that
-    fails the gate gives way to one at a 5 % shorter edge, twice (:data:`ATTEMPTS`), then
-    to the ladder of much shorter edges (bvmesh.mesh.remesh.edge_ladder), then to the
-    surface it was made from. Only the surface returned is sure to have been gated.
-    Returns (vertices, faces, face tags, quality)."""
+    fails the gate gives way to one with another remeshing pass, then to a 10 % shorter
+    edge (:data:`ATTEMPTS`), then to the ladder of much shorter edges
+    (bvmesh.mesh.remesh.edge_ladder), then to the surface it was made from. Only the
+    surface returned is sure to have been gated. Returns (vertices, faces, face tags,
+    quality)."""
     finisher = _Finisher(raw, faces, ext, affine, on_plane, base_faces, point, normal, h,
                          voxel_volume)
     if edge_mm is not None:
@@ -272,15 +278,14 @@ def _smooth_and_gate(raw: np.ndarray, faces: np.ndarray, ext: np.ndarray, affine
 
 def _fast_remesh(finisher: _Finisher, passes: int, edge_mm: float, notes: list[str]):
     """The common case, gated once per attempt: the fully smoothed surface remeshed at the
-    edge asked for, or a little shorter; None when all fail. (Gating the dense surface
-    first, a third of a case's mesh time, only matters then.)"""
+    edge asked for, or a little shorter (:data:`ATTEMPTS`); None when all fail. (Gating the
+    dense surface first, a third of a case's mesh time, only matters then.)"""
     verts = finisher.smoothed(passes)
-    edges = [round(f * edge_mm, 3) for f in ATTEMPTS]
-    for k, edge in enumerate(edges):
-        made, note = finisher.remeshed(passes, verts, edge)
+    for k, (iterations, fraction) in enumerate(ATTEMPTS):
+        made, note = finisher.remeshed(passes, verts, round(fraction * edge_mm, 3), iterations)
         if made[3]["passed"]:
-            failed = " and ".join(f"{e:g}" for e in edges[:k])
-            notes.append(note.format(f" ({failed} mm failed the gate)" if k else ""))
+            failed = f"{k} remesh{'es' if k > 1 else ''} that failed the gate"
+            notes.append(note.format(f" ({iterations} passes, after {failed})" if k else ""))
             return made
     return None
 

@@ -18,11 +18,11 @@ import numpy as np
 
 from ..errors import InputError
 
-#: Remeshing passes. On 50 ACDC predictions (every fourth subject, ED and ES: `python
-#: scripts/remesh_attempts.py`, docs/meshes.md) 2 passes gave a surface that passed the gate
-#: at the edge asked for 46 times and within bvmesh.mesh.build.ATTEMPTS' three edges 49
-#: times; 3 passes, 1.58 s a remesh against 1.12, 41 and 45 times (a wall crossed or a sliver
-#: left where the triangles fell).
+#: Remeshing passes, unless asked otherwise. On 50 ACDC predictions (every fourth subject,
+#: ED and ES: `python scripts/remesh_attempts.py`, docs/meshes.md) 2 passes gave a surface
+#: that passed the gate at the edge asked for 46 times, 3 passes 41 times and a third slower
+#: (1.58 s a remesh against 1.12): where the triangles fall decides, not the passes, so
+#: bvmesh.mesh.build.ATTEMPTS tries 2, then 3, then a shorter edge.
 ITERATIONS = 2
 #: The edge length given when none is asked for: what electrophysiology meshes use.
 DEFAULT_EDGE_MM = 1.5
@@ -74,8 +74,9 @@ def rim_edges(faces: np.ndarray, base_faces: np.ndarray) -> np.ndarray:
 
 
 def remesh(verts: np.ndarray, faces: np.ndarray, base_faces: np.ndarray,
-           edge_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """The surface remeshed to edges of about ``edge_mm`` (mm), the base rim kept sharp."""
+           edge_mm: float, iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
+    """The surface remeshed to edges of about ``edge_mm`` (mm) in ``iterations`` passes,
+    the base rim kept sharp."""
     if edge_mm <= 0:
         raise InputError(f"the edge length must be positive, not {edge_mm:g} mm")
     rim = rim_edges(faces, base_faces)  # checks the surface is closed and manifold
@@ -88,10 +89,10 @@ def remesh(verts: np.ndarray, faces: np.ndarray, base_faces: np.ndarray,
         # (gpytoolbox 0.3.8), the wrapper otherwise.
         from gpytoolbox_bindings import _remesh_botsch_cpp_impl
 
-        u, g = _remesh_botsch_cpp_impl(v, f.astype(np.int32), ITERATIONS, float(edge_mm),
+        u, g = _remesh_botsch_cpp_impl(v, f.astype(np.int32), iterations, float(edge_mm),
                                        np.zeros(0, np.int32), rim.astype(np.int32), True)
     except (ImportError, TypeError):
-        u, g = _remesh_botsch()(v, f, ITERATIONS, float(edge_mm), True,
+        u, g = _remesh_botsch()(v, f, iterations, float(edge_mm), True,
                                 feature_edges=rim.astype(np.int64))
     return np.asarray(u, float), np.asarray(g, np.int64)
 
