@@ -11,7 +11,9 @@ apex, on the labelled slices:
 - whether :func:`bvmesh.plausibility.cavity_waist`, read from the base, finds a waist
   (it must not, on real labels);
 - how many slices hold LV myocardium past the cavity's last slice (the apical cap,
-  ``CAP_MM``).
+  ``CAP_MM``);
+- how many slices the RV pool runs on past the LV's (pool or myocardium) last slice (a rule
+  that the RV ends with the LV would remove real anatomy where it does).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from heldout import held_out_volumes, manual_base
 
-from bvmesh.labels import LV_MYO, LV_POOL
+from bvmesh.labels import LV_MYO, LV_POOL, RV_POOL
 from bvmesh.plausibility import cavity_waist
 
 
@@ -55,10 +57,13 @@ def main() -> None:
         cavity = np.array([(gt[..., k] == LV_POOL).sum() for k in order], float)
         muscle = np.array([(gt[..., k] == LV_MYO).any() for k in order])
         last_cavity = int(np.flatnonzero(cavity > 0)[-1])
+        lv = [np.isin(gt[..., k], (LV_POOL, LV_MYO)).any() for k in order]
+        rv = np.flatnonzero([(gt[..., k] == RV_POOL).any() for k in order])
         ratio, section = rewidening(cavity)
         rows.append({"case": name, "rewiden": ratio, "cm2": section * zooms[0] * zooms[1] / 100,
                      "waist": cavity_waist(cavity, 0, float(zooms[0] * zooms[1])),
-                     "cap_slices": int(muscle[last_cavity + 1:].sum())})
+                     "cap_slices": int(muscle[last_cavity + 1:].sum()),
+                     "rv_past_lv": int(rv[-1] - np.flatnonzero(lv)[-1]) if len(rv) else None})
     worst = sorted(rows, key=lambda r: -r["rewiden"])
     print(f"volumes: {len(rows)}")
     print("largest cavity re-widening from the middle slice on: "
@@ -67,6 +72,9 @@ def main() -> None:
     caps = Counter(r["cap_slices"] for r in rows)
     print("slices of myocardium past the cavity's last slice: "
           + ", ".join(f"{k}: {caps[k]}" for k in sorted(caps)))
+    past = [r for r in rows if (r["rv_past_lv"] or 0) > 0]
+    print(f"the RV pool runs on past the LV's last slice in {len(past)}: "
+          + ", ".join(f"{r['case']} ({r['rv_past_lv']})" for r in past))
 
 
 if __name__ == "__main__":

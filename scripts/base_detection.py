@@ -12,6 +12,8 @@
     python scripts/base_detection.py features ACDC/training --all \
         --weights runs/foldK-vendor/model.pt -o aK.jsonl
     python scripts/base_detection.py grid a0.jsonl a1.jsonl a2.jsonl a3.jsonl a4.jsonl
+    # the apex direction read from the section areas, on each model's held-out volumes
+    python scripts/base_detection.py apex ACDC/training --weights crossval/fold{0,1,2,3,4}-vendor/model.pt
 
 The manual base is the most basal slice the labels hold (ACDC labels the LV myocardium
 from the slice where it still surrounds the cavity). Only scans with at least one slice
@@ -265,6 +267,39 @@ def evaluate(args) -> None:
                 out.flush()
 
 
+def apex(args) -> None:
+    """Each model's held-out volumes: is bvmesh.base.apex_sign, read from the initialisation
+    network's sections, the labels' apex direction? With every class and with the LV's
+    (pool and myocardium) alone."""
+    from bvmesh import base as detector
+    from bvmesh import geometry, io
+    from bvmesh.pipeline import SegmentOptions, load_weights, slice_geometry
+
+    wrong: dict[str, list[str]] = {"every class": [], "the LV alone": []}
+    count = 0
+    for weights in args.weights:
+        model, _ = load_weights(weights, "cpu")
+        for case, image, gt in held_out_volumes(args.data, model.record["held_out_subjects"]):
+            volume = io.load(image)
+            axis, geo = slice_geometry(volume, model, SegmentOptions(base_slice=0))
+            first, last = geometry.heart_extent(np.array(geo["report"]["heart_area_mm2_per_slice"]))
+            probs, _ = detector.read_slices(model, volume.data[..., None], volume.affine, axis,
+                                            geo["roi_center"])
+            areas = detector.sections(probs[0], model.classes, model.config["spacing_mm"])
+            sign = manual_base(gt)[1]
+            count += 1
+            for name, classes in (("every class", model.classes), ("the LV alone", ("lv_pool", "lv_myo"))):
+                if detector.apex_sign({c: areas[c] for c in classes}, first, last) != sign:
+                    wrong[name].append(case)
+            if wrong["every class"][-1:] == [case]:  # what the network read there
+                print(f"{case}, heart on slices {first}..{last}, sections (mm2) per slice: "
+                      + "; ".join(f"{c} {np.round(a).astype(int).tolist()}"
+                                  for c, a in areas.items()))
+    for name, cases in wrong.items():
+        print(f"apex direction from {name}'s sections: wrong on {len(cases)} of {count}: "
+              + (", ".join(cases) or "none"))
+
+
 def table(args) -> None:
     """Markdown rows per transform: the detector, and the previous width rule beside it."""
     rows = [json.loads(line) for p in args.results for line in p.read_text().splitlines()
@@ -313,11 +348,14 @@ def main() -> None:
     fit_parser.add_argument("--deep", type=int, default=DEEP_AXES, help="principal axes of the "
                             "encoder features to add (0: the slice features alone)")
     sub.add_parser("table").add_argument("results", type=Path, nargs="+")
+    apex_parser = sub.add_parser("apex")
+    apex_parser.add_argument("data")
+    apex_parser.add_argument("--weights", nargs="+", required=True)
     sub.add_parser("grid").add_argument("features", type=Path, nargs="+",
                                         help="features --all files, one per fold")
     args = parser.parse_args()
     {"features": features, "fit": fit, "evaluate": evaluate, "table": table,
-     "grid": grid}[args.command](args)
+     "grid": grid, "apex": apex}[args.command](args)
 
 
 if __name__ == "__main__":
