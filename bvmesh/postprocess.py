@@ -56,11 +56,15 @@ def clean(labels: np.ndarray, seed_slice: int | None = None) -> np.ndarray:
             out[mask & ~largest_component(mask, seed_slice)] = 0
     for pool, wall in ((LV_POOL, (LV_POOL, LV_MYO)), (RV_POOL, (RV_POOL,))):
         region = np.isin(out, wall)
-        for s in range(out.shape[0]):
-            filled = ndimage.binary_fill_holes(region[s])
-            hole = filled & ~region[s] & (out[s] == 0)
-            out[s][hole] = pool
+        hole = ndimage.binary_fill_holes(region, structure=_IN_PLANE) & ~region & (out == 0)
+        out[hole] = pool
     return out
+
+
+#: 4-connectivity within a slice (axis 0) and none across slices: filling holes with it
+#: fills each slice's own holes, in one call instead of one a slice.
+_IN_PLANE = np.zeros((3, 3, 3), bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def add_rv_wall(labels: np.ndarray, spacing_mm: float, thickness_mm: float) -> np.ndarray:
