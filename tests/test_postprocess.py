@@ -36,6 +36,25 @@ def test_clean_keeps_the_largest_piece_and_fills_pool_holes():
     assert (out[:, 4:14, 4:14] == labels[:, 4:14, 4:14]).sum() == 3 * 100 - 1  # only the hole
 
 
+def test_clean_fills_holes_slice_by_slice_not_through_the_stack():
+    # A ring of RV pool on the middle slice only: its hole is open above and below, so a
+    # 3D fill would leave it; each slice is filled on its own.
+    labels = np.zeros((3, 12, 12), np.uint8)
+    labels[1, 2:10, 2:10] = RV_POOL
+    labels[1, 4:8, 4:8] = 0
+    out = clean(labels)
+    assert (out[1, 4:8, 4:8] == RV_POOL).all()
+    assert not out[[0, 2]].any()
+    # A gap through the ring joins the hole to the outside (in-plane): nothing to fill.
+    leaky = labels.copy()
+    leaky[1, 5, 2:4] = 0
+    assert (clean(leaky)[1, 4:8, 4:8] == 0).all()
+    # Only touching at a corner (4-connectivity): still a hole.
+    cornered = labels.copy()
+    cornered[1, 2:4, 2:4] = 0
+    assert (clean(cornered)[1, 4:8, 4:8] == RV_POOL).all()
+
+
 def test_largest_component_of_an_empty_or_single_mask_is_itself():
     empty = np.zeros((4, 4), bool)
     assert largest_component(empty) is empty
