@@ -38,6 +38,9 @@ def train_command(
                              "cross entropy) or dice-ce."),
     augment: str = typer.Option(None, "--augment", help="standard (default) or vendor: adds "
                                 "resolution, blur, noise and window changes seen across scanners."),
+    precision: str = typer.Option(None, "--precision", help="fp32 (default) or bf16: forward "
+                                  "passes in bfloat16, faster where the hardware has it (CUDA "
+                                  "GPUs from Ampere, CPUs with AMX or AVX512-BF16)."),
     device: str = typer.Option("auto", "--device", callback=device_option,
                                help="auto, cpu, cuda[:N] or mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT."),
@@ -64,7 +67,8 @@ def train_command(
             raise InputError(f"{config}: unknown keys {sorted(set(values) - known)}; "
                              f"known: {sorted(known)}")
         given = {"labels": labels, "folds": folds, "network": network, "iterations": iterations,
-                 "batch_size": batch_size, "loss": loss, "augment": augment}
+                 "batch_size": batch_size, "loss": loss, "augment": augment,
+                 "precision": precision}
         values.update({k: v for k, v in given.items() if v is not None})
         try:
             cfg = TrainConfig(**values)

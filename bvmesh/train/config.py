@@ -9,6 +9,11 @@ from ..errors import BvmeshError
 
 NETWORKS = ("init", "prop", "both")
 AUGMENTATIONS = ("standard", "vendor")  # vendor adds augment.appearance
+#: fp32, or bf16: the forward passes autocast to bfloat16 (weights, optimiser and EMA stay
+#: float32). bf16 needs hardware that has it (CUDA from Ampere; CPUs with AMX or
+#: AVX512-BF16, where a training iteration took 1.5-1.6x less time: benchmarks/README.md);
+#: elsewhere it is emulated and slower.
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(BvmeshError):
@@ -34,6 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     threads: int = 0  # 0: torch's default
     augment: str = "standard"  # standard | vendor (adds augment.appearance)
+    precision: str = "fp32"  # fp32 | bf16 (PRECISIONS)
     model: dict = field(default_factory=dict)
     world_size: int = 1  # processes it trains in (torchrun); each draws batch_size samples
 
@@ -42,7 +48,7 @@ class TrainConfig:
         from .loss import LOSSES
 
         for name, allowed in (("network", NETWORKS), ("loss", tuple(LOSSES)),
-                              ("augment", AUGMENTATIONS)):
+                              ("augment", AUGMENTATIONS), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: use {' or '.join(allowed)}")
         if self.fold is not None and not 0 <= self.fold < self.folds:

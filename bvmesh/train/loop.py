@@ -81,15 +81,17 @@ class Trainer:
         for net in self.nets.values():
             net.train()
         losses: dict[str, torch.Tensor] = {}
-        if "init" in self.nets:
-            img, lab = self.sampler.init_batch(b)
-            losses["init"] = multiscale(self.loss_fn, self.forward["init"](img.to(dev)), lab.to(dev))
-        if "prop" in self.nets:
-            img, mask, lab = self.sampler.prop_batch(b)
-            out = self.forward["prop"](img.to(dev), mask.to(dev))
-            losses["prop"] = multiscale(self.loss_fn, out, lab.to(dev))
-        img, lab = self.sampler.locator_batch(b)
-        losses["locator"] = dice_ce_loss(self.forward["locator"](img.to(dev)), lab.to(dev))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            if "init" in self.nets:
+                img, lab = self.sampler.init_batch(b)
+                losses["init"] = multiscale(self.loss_fn, self.forward["init"](img.to(dev)),
+                                            lab.to(dev))
+            if "prop" in self.nets:
+                img, mask, lab = self.sampler.prop_batch(b)
+                out = self.forward["prop"](img.to(dev), mask.to(dev))
+                losses["prop"] = multiscale(self.loss_fn, out, lab.to(dev))
+            img, lab = self.sampler.locator_batch(b)
+            losses["locator"] = dice_ce_loss(self.forward["locator"](img.to(dev)), lab.to(dev))
         self.opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         self.opt.step()
