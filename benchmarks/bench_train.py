@@ -33,22 +33,21 @@ from bvmesh.train import TrainConfig  # noqa: E402
 from bvmesh.train.data import find_cases, load_training_data  # noqa: E402
 from bvmesh.train.loop import Trainer  # noqa: E402
 
-#: ACDC's label of each bvmesh label (its RV wall is not labelled): the phantoms' labels
-#: written as ACDC writes them.
-ACDC_OF_BVMESH = np.array([0, 3, 2, 1, 0], np.uint8)
-
 
 def synthetic_cases(folder: Path) -> Path:
-    """Six phantoms as image/label pairs, labelled as ACDC labels."""
+    """Six phantoms as image/label pairs, labelled with bvmesh's values 1-3 (M&Ms' map);
+    their RV wall left unlabelled, as ACDC leaves it."""
     import nibabel as nib
 
+    from bvmesh.labels import LV_POOL, RV_MYO, RV_POOL
     from bvmesh.testing import make_phantom
 
     for i in range(6):
         ph = make_phantom((1.6, 1.6, 8.0), det_sign=(-1) ** i, base_at_start=i % 3 > 0, truth=False)
-        image = np.where(np.isin(ph.labels, (1, 3)), 200.0, np.where(ph.labels > 0, 80.0, 20.0))
+        image = np.where(np.isin(ph.labels, (LV_POOL, RV_POOL)), 200.0, np.where(ph.labels > 0, 80.0, 20.0))
+        labels = np.where(ph.labels == RV_MYO, 0, ph.labels).astype(np.uint8)
         nib.save(nib.Nifti1Image(image.astype(np.float32), ph.affine), folder / f"case{i}.nii.gz")
-        nib.save(nib.Nifti1Image(ACDC_OF_BVMESH[ph.labels], ph.affine), folder / f"case{i}_gt.nii.gz")
+        nib.save(nib.Nifti1Image(labels, ph.affine), folder / f"case{i}_gt.nii.gz")
     return folder
 
 
@@ -61,11 +60,12 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data or synthetic_cases(Path(tmp))
-        mapping = parse_label_map("acdc")
+        labels = "acdc" if args.data else "mnms"
+        mapping = parse_label_map(labels)
         classes = classes_present(mapping)
         cases = find_cases(data_dir)[:args.cases]
         data = load_training_data(cases, mapping, classes)
-        trainers = {p: Trainer(TrainConfig(augment="vendor", precision=p,
+        trainers = {p: Trainer(TrainConfig(labels=labels, augment="vendor", precision=p,
                                            model={"classes": list(classes)}),
                                data, Path(tmp), torch.device("cpu"), {})
                     for p in ("fp32", "bf16")}
