@@ -51,6 +51,24 @@ def synthetic_cases(folder: Path) -> Path:
     return folder
 
 
+def seconds_per_iteration(data: list, labels: str, classes: tuple[str, ...], run_dir: Path,
+                          repeats: int, steps: int) -> dict[str, float]:
+    """Median seconds per `Trainer.step` of each precision, the two taking turns."""
+    trainers = {p: Trainer(TrainConfig(labels=labels, augment="vendor", precision=p,
+                                       model={"classes": list(classes)}),
+                           data, run_dir, torch.device("cpu"), {})
+                for p in ("fp32", "bf16")}
+    for trainer in trainers.values():  # warm up
+        trainer.step()
+        trainer.step()
+    times: dict[str, list[float]] = {p: [] for p in trainers}
+    for _ in range(repeats):
+        for p, trainer in trainers.items():
+            seconds, _ = timed(lambda trainer=trainer: [trainer.step() for _ in range(steps)], 1)
+            times[p].append(seconds / steps)
+    return {p: float(np.median(t)) for p, t in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="?", type=Path)
@@ -59,34 +77,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.data or synthetic_cases(Path(tmp))
         labels = "acdc" if args.data else "mnms"
         mapping = parse_label_map(labels)
         classes = classes_present(mapping)
-        cases = find_cases(data_dir)[:args.cases]
+        cases = find_cases(args.data or synthetic_cases(Path(tmp)))[:args.cases]
         data = load_training_data(cases, mapping, classes)
-        trainers = {p: Trainer(TrainConfig(labels=labels, augment="vendor", precision=p,
-                                           model={"classes": list(classes)}),
-                               data, Path(tmp), torch.device("cpu"), {})
-                    for p in ("fp32", "bf16")}
-        for trainer in trainers.values():
-            for _ in range(2):
-                trainer.step()
-        times: dict[str, list[float]] = {p: [] for p in trainers}
-        for _ in range(args.repeats):
-            for p, trainer in trainers.items():
-                def steps(trainer=trainer):
-                    for _ in range(args.steps):
-                        trainer.step()
-                times[p].append(timed(steps, 1)[0] / args.steps)
-    cpu = platform.processor() or platform.machine()
+        med = seconds_per_iteration(data, labels, classes, Path(tmp), args.repeats, args.steps)
     flags = _cpu_flags()
-    print(f"machine: {cpu}, {os.cpu_count()} cores ({', '.join(flags) or 'no bf16 units'}), "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+          f"({', '.join(flags) or 'no bf16 units'}), torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
     print(f"data: {len(cases)} cases of {args.data or 'synthetic phantoms'}; medians of "
           f"{args.repeats} x {args.steps} iterations\n")
     print("| precision | seconds per iteration |\n|---|---|")
-    med = {p: float(np.median(t)) for p, t in times.items()}
     for p, t in med.items():
         print(f"| {p} | {t:.3f} |")
     print(f"\nfp32 / bf16: {med['fp32'] / med['bf16']:.2f}")
