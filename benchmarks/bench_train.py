@@ -39,14 +39,13 @@ def synthetic_cases(folder: Path) -> Path:
     their RV wall left unlabelled, as ACDC leaves it."""
     import nibabel as nib
 
-    from bvmesh.labels import LV_POOL, RV_MYO, RV_POOL
-    from bvmesh.testing import make_phantom
+    from bvmesh.labels import RV_MYO
+    from bvmesh.testing import make_phantom, phantom_image
 
     for i in range(6):
         ph = make_phantom((1.6, 1.6, 8.0), det_sign=(-1) ** i, base_at_start=i % 3 > 0, truth=False)
-        image = np.where(np.isin(ph.labels, (LV_POOL, RV_POOL)), 200.0, np.where(ph.labels > 0, 80.0, 20.0))
         labels = np.where(ph.labels == RV_MYO, 0, ph.labels).astype(np.uint8)
-        nib.save(nib.Nifti1Image(image.astype(np.float32), ph.affine), folder / f"case{i}.nii.gz")
+        nib.save(nib.Nifti1Image(phantom_image(ph, seed=i), ph.affine), folder / f"case{i}.nii.gz")
         nib.save(nib.Nifti1Image(labels, ph.affine), folder / f"case{i}_gt.nii.gz")
     return folder
 

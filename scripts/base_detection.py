@@ -54,11 +54,27 @@ GRID = [(0, 1.0)] + [(k, p) for k in (8, 12, 16, 24, 32) for p in (2.0, 4.0, 8.0
 OFFSETS = np.round(np.arange(-1.0, 3.01, 0.25), 2)
 
 
+def network_reading(model, image: Path):
+    """What the detector reads of one scan, as `bvmesh segment` reads it: (the volume, its
+    slice axis, the locator's heart area per slice (mm2), the heart's first and last slice,
+    the initialisation network's probabilities and encoder features per acquired slice)."""
+    from bvmesh import base as detector
+    from bvmesh import geometry, io
+    from bvmesh.pipeline import SegmentOptions, slice_geometry
+
+    volume = io.load(image)
+    axis, geo = slice_geometry(volume, model, SegmentOptions(base_slice=0))
+    areas = np.array(geo["report"]["heart_area_mm2_per_slice"], float)
+    first, last = geometry.heart_extent(areas)
+    probs, deep = (a[0] for a in detector.read_slices(
+        model, volume.data[..., None], volume.affine, axis, geo["roi_center"]))
+    return volume, axis, areas, first, last, probs, deep
+
+
 def features(args) -> None:
     """Candidate-slice features of the model's training subjects, one JSON line a volume."""
     from bvmesh import base as detector
-    from bvmesh import geometry, io
-    from bvmesh.pipeline import SegmentOptions, load_weights, slice_geometry
+    from bvmesh.pipeline import load_weights
 
     model, _ = load_weights(args.weights, "cpu")
     held = set(model.record["held_out_subjects"])
@@ -66,12 +82,7 @@ def features(args) -> None:
                       if args.all or p.name not in held)
     with args.output.open("w") as out:
         for case, image, gt in held_out_volumes(args.data, subjects):
-            volume = io.load(image)
-            axis, geo = slice_geometry(volume, model, SegmentOptions(base_slice=0))
-            areas = np.array(geo["report"]["heart_area_mm2_per_slice"], float)
-            first, last = geometry.heart_extent(areas)
-            probs, deep = (a[0] for a in detector.read_slices(
-                model, volume.data[..., None], volume.affine, axis, geo["roi_center"]))
+            volume, axis, areas, first, last, probs, deep = network_reading(model, image)
             true_base, sign = manual_base(gt)
             candidates = detector.candidate_slices(first, last, sign, volume.shape[axis])
             order = np.arange(len(probs)) if sign > 0 else np.arange(len(probs))[::-1]
@@ -272,26 +283,21 @@ def apex(args) -> None:
     network's sections, the labels' apex direction? With every class and with the LV's
     (pool and myocardium) alone."""
     from bvmesh import base as detector
-    from bvmesh import geometry, io
-    from bvmesh.pipeline import SegmentOptions, load_weights, slice_geometry
+    from bvmesh.pipeline import load_weights
 
     wrong: dict[str, list[str]] = {"every class": [], "the LV alone": []}
     count = 0
     for weights in args.weights:
         model, _ = load_weights(weights, "cpu")
         for case, image, gt in held_out_volumes(args.data, model.record["held_out_subjects"]):
-            volume = io.load(image)
-            axis, geo = slice_geometry(volume, model, SegmentOptions(base_slice=0))
-            first, last = geometry.heart_extent(np.array(geo["report"]["heart_area_mm2_per_slice"]))
-            probs, _ = detector.read_slices(model, volume.data[..., None], volume.affine, axis,
-                                            geo["roi_center"])
-            areas = detector.sections(probs[0], model.classes, model.config["spacing_mm"])
+            _, _, _, first, last, probs, _ = network_reading(model, image)
+            areas = detector.sections(probs, model.classes, model.config["spacing_mm"])
             sign = manual_base(gt)[1]
             count += 1
             for name, classes in (("every class", model.classes), ("the LV alone", ("lv_pool", "lv_myo"))):
                 if detector.apex_sign({c: areas[c] for c in classes}, first, last) != sign:
                     wrong[name].append(case)
-            if wrong["every class"][-1:] == [case]:  # what the network read there
+            if case in wrong["every class"]:  # what the network read there
                 print(f"{case}, heart on slices {first}..{last}, sections (mm2) per slice: "
                       + "; ".join(f"{c} {np.round(a).astype(int).tolist()}"
                                   for c, a in areas.items()))

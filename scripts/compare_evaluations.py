@@ -4,12 +4,16 @@
 
 Reads each run's cases.csv and slices.csv. "Apical" is the apical third of each volume's
 labelled slices (slices.csv's relative_position > 2/3), where plausibility rules act.
+Then, over the cases both runs scored: the second run's Dice minus the first's per
+structure (mean, its standard error, in how many cases it is higher) and the LV
+myocardium's HD95 in each.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 from pathlib import Path
 
@@ -43,6 +47,26 @@ def summary(run: Path) -> dict[str, tuple[float, float, float]]:
     return out
 
 
+def paired(a: Path, b: Path) -> list[str]:
+    """Lines: per structure, b's Dice minus a's over the cases both scored; LV myocardium
+    HD95 mean (median) in each."""
+    rows_a, rows_b = ({r["case"]: r for r in _rows(run / "cases.csv") if r["status"] == "ok"}
+                      for run in (a, b))
+    cases = sorted(set(rows_a) & set(rows_b))
+    lines = []
+    for s in STRUCTURES:
+        d = [float(rows_b[c][f"{s}_dice"]) - float(rows_a[c][f"{s}_dice"]) for c in cases]
+        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+        lines.append(f"{s} Dice, second minus first over {len(d)} cases: mean "
+                     f"{statistics.mean(d):+.4f} (standard error {se:.4f}), higher in "
+                     f"{sum(x > 0 for x in d)}")
+    for run, rows in ((a, rows_a), (b, rows_b)):
+        hd = [float(rows[c]["lv_myo_hd95_mm"]) for c in cases]
+        lines.append(f"lv_myo HD95 mm, {run}: mean {statistics.mean(hd):.2f} "
+                     f"(median {statistics.median(hd):.2f})")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", type=Path, nargs=2)
@@ -56,6 +80,8 @@ def main() -> None:
     for s in STRUCTURES:
         print(f"| {s} | {a[s][0]:.4f} / {b[s][0]:.4f} | {a[s][1]:.4f} / {b[s][1]:.4f} | "
               f"{a[s][2]:.4f} / {b[s][2]:.4f} |")
+    print()
+    print("\n".join(paired(*args.runs)))
 
 
 if __name__ == "__main__":

@@ -42,9 +42,9 @@ def measure(paths: list[Path], weights: str | None, out: Path) -> None:
     first: dict = {}
     real = remesh.remesh
 
-    def spy(verts, faces, base_faces, edge_mm):  # keeps the remesher's first input
-        first.setdefault("input", (verts, faces, base_faces))
-        return real(verts, faces, base_faces, edge_mm)
+    def spy(verts, faces, base_faces, edge_mm, iterations=remesh.ITERATIONS):
+        first.setdefault("input", (verts, faces, base_faces))  # the remesher's first input
+        return real(verts, faces, base_faces, edge_mm, iterations)
 
     remesh.remesh = spy
     segment = Segmenter(weights=weights)
