@@ -99,6 +99,13 @@ def test_resume_refuses_a_different_recipe(acdc_like, tmp_path):
         train(acdc_like, tmp_path / "c", _config(loss="paper"), device=torch.device("cpu"), resume=True)
 
 
+def test_resume_may_change_threads_and_length(acdc_like, tmp_path):
+    train(acdc_like, tmp_path / "d", _config(), device=torch.device("cpu"))
+    longer = train(acdc_like, tmp_path / "d", _config(iterations=6, threads=2, checkpoint_every=3),
+                   device=torch.device("cpu"), resume=True)
+    assert load_model(longer).record["iterations"] == 6
+
+
 
 def test_vendor_appearance_keeps_shape_and_range_and_changes_the_look():
     from bvmesh.train import augment

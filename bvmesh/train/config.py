@@ -22,6 +22,10 @@ class ConfigError(BvmeshError):
     exit_code = 2
 
 
+# Fields a resumed run may change: how long and how it runs, not what it learns.
+RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "threads")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (saved into every checkpoint)."""

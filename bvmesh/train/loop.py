@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import BvmeshError
 from ..labels import classes_present, parse_label_map
 from ..model import build_model, save_checkpoint
-from .config import TrainConfig
+from .config import RESUMABLE_CHANGES, TrainConfig
 from .data import Prepared, find_cases, fingerprint, held_out, load_training_data
 from .distributed import World, barrier, gather, joined, mean, wrap
 from .loss import LOSSES, dice_ce_loss, multiscale
@@ -135,7 +135,7 @@ class Trainer:
         current, default = asdict(self.cfg), asdict(TrainConfig())
         # A field added since the run started had its default value in that run.
         changed = sorted(k for k in current
-                         if k != "iterations" and saved.get(k, default[k]) != current[k])
+                         if k not in RESUMABLE_CHANGES and saved.get(k, default[k]) != current[k])
         if changed:
             hint = " (world_size: the number of processes)" if "world_size" in changed else ""
             raise BvmeshError(f"{self.run_dir}: resuming with a different configuration "
