@@ -1,8 +1,10 @@
 """Two `bvmesh evaluate` runs side by side: Dice per structure, and on the apical slices.
 
     python scripts/compare_evaluations.py results/with results/without [--names with,without]
+    python scripts/compare_evaluations.py results/a0+results/a1 results/b0+results/b1   # pooled
 
-Reads each run's cases.csv and slices.csv. "Apical" is the apical third of each volume's
+Reads each run's cases.csv and slices.csv (a run named as folders joined by "+" pools
+them, e.g. the folds of a cross-validation). "Apical" is the apical third of each volume's
 labelled slices (slices.csv's relative_position > 2/3), where plausibility rules act.
 Then, over the cases both runs scored: the second run's Dice minus the first's per
 structure (mean, its standard error, in how many cases it is higher) and the LV
@@ -20,9 +22,13 @@ from pathlib import Path
 STRUCTURES = ("lv_pool", "lv_myo", "rv_pool")
 
 
-def _rows(path: Path) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+def _rows(run: str, name: str) -> list[dict]:
+    """The rows of file ``name`` in every folder of ``run`` (folders joined by "+")."""
+    rows = []
+    for folder in run.split("+"):
+        with (Path(folder) / name).open(newline="", encoding="utf-8") as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
 
 
 def _floats(values) -> list[float]:
@@ -35,9 +41,9 @@ def _floats(values) -> list[float]:
     return out
 
 
-def summary(run: Path) -> dict[str, tuple[float, float, float]]:
+def summary(run: str) -> dict[str, tuple[float, float, float]]:
     """structure -> (mean Dice, median Dice, mean apical-third slice Dice)."""
-    cases, slices = _rows(run / "cases.csv"), _rows(run / "slices.csv")
+    cases, slices = _rows(run, "cases.csv"), _rows(run, "slices.csv")
     out = {}
     for s in STRUCTURES:
         dice = _floats(r[f"{s}_dice"] for r in cases if r["status"] == "ok")
@@ -47,10 +53,10 @@ def summary(run: Path) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def paired(a: Path, b: Path) -> list[str]:
+def paired(a: str, b: str) -> list[str]:
     """Lines: per structure, b's Dice minus a's over the cases both scored; LV myocardium
     HD95 mean (median) in each."""
-    rows_a, rows_b = ({r["case"]: r for r in _rows(run / "cases.csv") if r["status"] == "ok"}
+    rows_a, rows_b = ({r["case"]: r for r in _rows(run, "cases.csv") if r["status"] == "ok"}
                       for run in (a, b))
     cases = sorted(set(rows_a) & set(rows_b))
     lines = []
@@ -69,7 +75,7 @@ def paired(a: Path, b: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", type=Path, nargs=2)
+    ap.add_argument("runs", nargs=2, help="an evaluate folder, or folders joined by +")
     ap.add_argument("--names", default="A,B")
     args = ap.parse_args()
     names = args.names.split(",")
