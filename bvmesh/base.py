@@ -33,8 +33,8 @@ FEATURES = ("rim_myocardium", "rim_angles", "myo_change", "pool_change", "heart_
 #: :func:`detector_of`). Fitted for bvmesh-acdc-v1 on the subjects it trained on, all 100
 #: of ACDC's (200 volumes, 34 slices above a labelled base): ``python
 #: scripts/base_detection.py features ACDC/training --weights bvmesh-acdc-v1 -o f.jsonl``
-#: then ``fit f.jsonl`` (bvmesh-acdc-v2, the default, carries its own fit, made the same
-#: way). Positives weigh x2 (the rarer case; a base a slice too high adds an atrial slice's
+#: then ``fit f.jsonl`` (the bundled default, bvmesh-acdc-v3, carries its own fit, made the
+#: same way). Positives weigh x2 (the rarer case; a base a slice too high adds an atrial slice's
 #: volume).
 MODEL = {
     "means": (0.9077, 0.9341, -0.2372, -0.1218, -0.1056, 0.7836, 0.8079, 0.4596, 0.921, 0.8637),
