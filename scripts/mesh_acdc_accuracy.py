@@ -1,7 +1,7 @@
 """How faithful `bvmesh segment`'s mesh is to the manual labels, on held-out ACDC volumes.
 
     python scripts/mesh_acdc_accuracy.py ACDC/training --weights runs/fold0/model.pt -o fold0.jsonl
-    python scripts/mesh_acdc_accuracy.py --table fold0.jsonl
+    python scripts/mesh_acdc_accuracy.py --table fold0.jsonl [fold1.jsonl ...]   # pooled
 
 Each volume a cross-validation model never saw (its record's held-out subjects, ED and
 ES) is segmented with the manual labels' base slice given (the most basal slice with LV
@@ -124,14 +124,16 @@ def measure(image: Path, gt_path: Path, model) -> dict:
             "base_slice": base}
 
 
-def table(path: Path) -> None:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+def table(paths: list[Path]) -> None:
+    rows = [json.loads(line) for path in paths
+            for line in path.read_text(encoding="utf-8").splitlines()]
     p95 = np.array([r["p95_mm"] for r in rows])
     vol = np.abs([r["volume_error"] for r in rows])
     capped = [r for r in rows if r["apex"] and r["apex"]["mode"] == "extrapolate"]
     print(f"volumes: {len(rows)}; gate passed: {sum(r['gate'] for r in rows)}")
     print(f"p95 manual LV-myocardium surface -> mesh, mm: median {np.median(p95):.2f}, "
-          f"IQR {np.percentile(p95, 25):.2f}-{np.percentile(p95, 75):.2f}, worst {p95.max():.2f}")
+          f"IQR {np.percentile(p95, 25):.2f}-{np.percentile(p95, 75):.2f}, worst {p95.max():.2f}; "
+          f"at or under 2.5 mm: {(p95 <= 2.5).sum()}/{len(rows)}")
     print(f"median distance, mm: median {np.median([r['median_mm'] for r in rows]):.2f}")
     own = [r["p95_own_mm"] for r in rows if "p95_own_mm" in r]
     if own:
@@ -140,7 +142,13 @@ def table(path: Path) -> None:
           f"apical third: {np.mean([r['far_apex'] for r in rows]):.0%} (means)")
     print(f"|mesh - label| myocardium volume: median {np.median(vol):.1%}, worst {vol.max():.1%}, "
           f"within 3 %: {(vol <= 0.03).sum()}/{len(rows)}")
-    print(f"apex caps extrapolated: {len(capped)}")
+    over = sorted((r for r in rows if abs(r["volume_error"]) > 0.03), key=lambda r: -abs(r["volume_error"]))
+    if over:
+        print("  over 3 %: " + ", ".join(f"{r['case']} {r['volume_error']:+.1%}" for r in over))
+    heights = [r["apex"]["height_mm"] for r in capped if r["apex"]["height_mm"] > 0]
+    print(f"apex caps extrapolated: {len(capped)}"
+          + (f", {len(heights)} with a height: median {np.median(heights):.1f} mm, "
+             f"tallest {max(heights):.1f}" if heights else ""))
     for r in capped:
         print(f"  {r['case']}: {r['apex']['height_mm']} mm, {r['apex']['myocardium_ml']} ml myocardium")
 
@@ -150,12 +158,13 @@ def main() -> None:
     ap.add_argument("data", type=Path, nargs="?", help="ACDC training folder")
     ap.add_argument("--weights", help="a cross-validation model (bvmesh train --fold K)")
     ap.add_argument("-o", "--output", type=Path)
-    ap.add_argument("--table", type=Path, help="print the summary of a results file and stop")
+    ap.add_argument("--table", type=Path, nargs="+",
+                    help="print the summary of results files (pooled) and stop")
     args = ap.parse_args()
     if args.table:
         return table(args.table)
     if not (args.data and args.weights and args.output):
-        sys.exit("give DATA, --weights and -o (or --table FILE)")
+        sys.exit("give DATA, --weights and -o (or --table FILE...)")
     from bvmesh.pipeline import load_weights
 
     model, _ = load_weights(args.weights)

@@ -106,7 +106,6 @@ def test_resume_may_change_threads_and_length(acdc_like, tmp_path):
     assert load_model(longer).record["iterations"] == 6
 
 
-
 def test_vendor_appearance_keeps_shape_and_range_and_changes_the_look():
     from bvmesh.train import augment
 

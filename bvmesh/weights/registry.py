@@ -87,60 +87,38 @@ class ModelEntry:
         return d
 
 
-_ACDC_V1_FILE = "bvmesh-acdc-v1.pt"
-_ACDC_V2_FILE = "bvmesh-acdc-v2.pt"
-_ACDC_V3_FILE = "bvmesh-acdc-v3.pt"
+def _acdc(version: str, sha256: str, size: int, recipe: str, description: str,
+          bundled: bool = False) -> ModelEntry:
+    """An ACDC model: its name, file, release URL, classes and licence follow from the
+    version (the licence from ACDC's terms); ``recipe`` says how it was trained."""
+    name = f"bvmesh-acdc-v{version}"
+    file = f"{name}.pt"
+    return ModelEntry(
+        name=name, version=version, file=file,
+        urls=(RELEASE_URL.format(tag="v0.1.0", file=file),),
+        sha256=sha256, size=size, classes=("lv_pool", "lv_myo", "rv_pool"),
+        training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
+                      f"({recipe})",
+        licence="CC-BY-NC-SA-4.0", description=description, bundled=bundled)
+
 
 #: Every model bvmesh knows by name. Tests replace this dict (monkeypatch) with their own.
+#: Each sha256 and size are `sha256sum FILE` and `stat -c %s FILE` (docs/weights.md).
 REGISTRY: dict[str, ModelEntry] = {
     e.name: e
     for e in (
-        ModelEntry(
-            name="bvmesh-acdc-v3",
-            version="3",
-            file=_ACDC_V3_FILE,
-            urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V3_FILE),),
-            # `sha256sum FILE` and `stat -c %s FILE` of the shipped file (docs/weights.md).
-            sha256="8de74bd8597471afe00abbfaaa8a1ebf364f099148f9ebac078198b42cb05686",
-            size=2534813,
-            classes=("lv_pool", "lv_myo", "rv_pool"),
-            training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
-                          "(4800 iterations, scanner-appearance augmentation; "
-                          "docs/model-card.md)",
-            licence="CC-BY-NC-SA-4.0",
-            description="Default: init + propagation networks of the paper, trained on ACDC "
-                        "with scanner-appearance augmentation, twice as long as v2",
-            bundled=True,
-        ),
-        ModelEntry(
-            name="bvmesh-acdc-v2",
-            version="2",
-            file=_ACDC_V2_FILE,
-            urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V2_FILE),),
-            # The default before v3 (bundled until then; in git at commit 1f4b3fa).
-            sha256="89b883e9df720b196c9552372eeb5698627dfbe28257ab92e137bea445a63e4f",
-            size=2537951,
-            classes=("lv_pool", "lv_myo", "rv_pool"),
-            training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
-                          "(2400 iterations, scanner-appearance augmentation; "
-                          "docs/model-card.md)",
-            licence="CC-BY-NC-SA-4.0",
-            description="The vendor recipe at 2400 iterations; superseded by v3",
-        ),
-        ModelEntry(
-            name="bvmesh-acdc-v1",
-            version="1",
-            file=_ACDC_V1_FILE,
-            urls=(RELEASE_URL.format(tag="v0.1.0", file=_ACDC_V1_FILE),),
-            # The default before v2 (bundled until then; in git at commit b6ed1df).
-            sha256="41943b075517b98d2ca6237f70a10e5718a5e5921e323612c99248a556a3bae9",
-            size=2378143,
-            classes=("lv_pool", "lv_myo", "rv_pool"),
-            training_data="ACDC 2017 training set: 100 subjects, ED and ES frames, manual labels "
-                          "(2400 iterations, standard augmentation)",
-            licence="CC-BY-NC-SA-4.0",
-            description="The first ACDC model (standard augmentation); superseded by v2",
-        ),
+        _acdc("3", "8de74bd8597471afe00abbfaaa8a1ebf364f099148f9ebac078198b42cb05686", 2534813,
+              "4800 iterations, scanner-appearance augmentation; docs/model-card.md",
+              "Default: init + propagation networks of the paper, trained on ACDC with "
+              "scanner-appearance augmentation, twice as long as v2", bundled=True),
+        # The default before v3 (bundled until then; in git at commit 1f4b3fa).
+        _acdc("2", "89b883e9df720b196c9552372eeb5698627dfbe28257ab92e137bea445a63e4f", 2537951,
+              "2400 iterations, scanner-appearance augmentation; docs/model-card.md",
+              "The vendor recipe at 2400 iterations; superseded by v3"),
+        # The default before v2 (bundled until then; in git at commit b6ed1df).
+        _acdc("1", "41943b075517b98d2ca6237f70a10e5718a5e5921e323612c99248a556a3bae9", 2378143,
+              "2400 iterations, standard augmentation",
+              "The first ACDC model (standard augmentation); superseded by v2"),
     )
 }
 
