@@ -156,9 +156,9 @@ def test_verify_empty_cache(cli, tmp_path, monkeypatch):
 
 def test_real_registry_is_well_formed():
     reg = wreg.REGISTRY
-    assert wreg.DEFAULT_MODEL == "bvmesh-acdc-v3" and wreg.DEFAULT_MODEL in reg
+    assert wreg.DEFAULT_MODEL == "bvmesh-acdc-v4" and wreg.DEFAULT_MODEL in reg
     default = reg[wreg.DEFAULT_MODEL]
-    assert default.bundled and default.file == "bvmesh-acdc-v3.pt"
+    assert default.bundled and default.file == "bvmesh-acdc-v4.pt"
     assert default.classes == ("lv_pool", "lv_myo", "rv_pool")
     assert default.licence == "CC-BY-NC-SA-4.0"
     assert default.urls and all(u.startswith("https://") and u.endswith(default.file)

@@ -2,7 +2,7 @@
 
     from bvmesh.weights import resolve
     rw = resolve(None)                      # the bundled default model, no network
-    rw = resolve("bvmesh-acdc-v3", offline=True)
+    rw = resolve("bvmesh-acdc-v4", offline=True)
     rw.path, rw.sha256, rw.source           # -> hand rw.path to bvmesh.model.load_model
 
 This package deals in files, bytes and SHA-256 only; it never imports torch, so

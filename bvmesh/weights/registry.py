@@ -22,7 +22,7 @@ BUNDLED_DIR: Path = Path(__file__).resolve().parent
 RELEASE_URL = "https://github.com/bvmesh/bvmesh/releases/download/{tag}/{file}"
 
 #: The model used when the user names none. It ships inside the package: works with no network.
-DEFAULT_MODEL = "bvmesh-acdc-v3"
+DEFAULT_MODEL = "bvmesh-acdc-v4"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: Model names double as folder names under the cache, so keep them filesystem-safe.
@@ -107,10 +107,14 @@ def _acdc(version: str, sha256: str, size: int, recipe: str, description: str,
 REGISTRY: dict[str, ModelEntry] = {
     e.name: e
     for e in (
+        _acdc("4", "eed7a6b564a653b4708cdb91384185f214cdab2ca7c219c1af013e2fb854a0b1", 2534621,
+              "9600 iterations, scanner-appearance augmentation; docs/model-card.md",
+              "Default: init + propagation networks of the paper, trained on ACDC with "
+              "scanner-appearance augmentation, twice as long as v3", bundled=True),
+        # The default before v4 (bundled until then; in git at commit 1026d18).
         _acdc("3", "8de74bd8597471afe00abbfaaa8a1ebf364f099148f9ebac078198b42cb05686", 2534813,
               "4800 iterations, scanner-appearance augmentation; docs/model-card.md",
-              "Default: init + propagation networks of the paper, trained on ACDC with "
-              "scanner-appearance augmentation, twice as long as v2", bundled=True),
+              "The vendor recipe at 4800 iterations; superseded by v4"),
         # The default before v3 (bundled until then; in git at commit 1f4b3fa).
         _acdc("2", "89b883e9df720b196c9552372eeb5698627dfbe28257ab92e137bea445a63e4f", 2537951,
               "2400 iterations, scanner-appearance augmentation; docs/model-card.md",
