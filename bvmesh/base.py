@@ -33,7 +33,7 @@ FEATURES = ("rim_myocardium", "rim_angles", "myo_change", "pool_change", "heart_
 #: :func:`detector_of`). Fitted for bvmesh-acdc-v1 on the subjects it trained on, all 100
 #: of ACDC's (200 volumes, 34 slices above a labelled base): ``python
 #: scripts/base_detection.py features ACDC/training --weights bvmesh-acdc-v1 -o f.jsonl``
-#: then ``fit f.jsonl`` (the bundled default, bvmesh-acdc-v3, carries its own fit, made the
+#: then ``fit f.jsonl`` (the bundled default, bvmesh-acdc-v4, carries its own fit, made the
 #: same way). Positives weigh x2 (the rarer case; a base a slice too high adds an atrial slice's
 #: volume).
 MODEL = {
@@ -54,6 +54,13 @@ CANDIDATES = 5
 #: by ``scripts/base_detection.py fit``).
 CLOSE_CALL = 0.5
 
+#: An apex direction read from sections whose two ends differ by less than this (relative,
+#: :func:`apex_contrast`) is a close call. On 440 held-out ACDC volumes read by 11 models
+#: (the five folds of v2's and v3's recipes and fold 0 of v4's: ``python
+#: scripts/base_detection.py apex ACDC/training --weights M...``) the direction was wrong on
+#: 2, at contrasts 0.014 and 0.069; 3 fell under 0.1.
+APEX_CLOSE = 0.1
+
 #: Areas below this (mm^2) count as no section when taking ratios between slices.
 _AREA_FLOOR = 100.0
 
@@ -68,6 +75,7 @@ class BaseCall:
     candidates: tuple[int, ...]
     p_above: tuple[float, ...]  # per candidate
     frame_bases: tuple[int, ...] = ()  # a cine's: each frame's own call
+    apex_contrast: float | None = None  # apex_contrast() of the direction read (None: given)
 
     @property
     def close(self) -> bool:
@@ -78,7 +86,8 @@ class BaseCall:
                 "margin": round(self.margin, 3) if np.isfinite(self.margin) else None,
                 "close_call": self.close,
                 "candidates": list(self.candidates),
-                "p_above_base": [round(p, 3) for p in self.p_above]}
+                "p_above_base": [round(p, 3) for p in self.p_above],
+                "apex_contrast": None if self.apex_contrast is None else round(self.apex_contrast, 3)}
 
 
 def sections(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float) -> dict[str, np.ndarray]:
@@ -176,10 +185,22 @@ def candidate_slices(first: int, last: int, sign: int, n: int) -> list[int]:
 
 def apex_sign(areas: dict[str, np.ndarray], first: int, last: int) -> int:
     """+1 when the ventricles' sections (summed) are smaller toward increasing index."""
+    top, bottom = _end_sections(areas, first, last)
+    return 1 if top >= bottom else -1
+
+
+def apex_contrast(areas: dict[str, np.ndarray], first: int, last: int) -> float:
+    """How clearly :func:`apex_sign` decided: the two ends' summed sections' difference
+    relative to the larger (0: equal, a coin toss; 1: one end empty)."""
+    top, bottom = _end_sections(areas, first, last)
+    return float(abs(top - bottom) / max(top, bottom)) if max(top, bottom) > 0 else 0.0
+
+
+def _end_sections(areas: dict[str, np.ndarray], first: int, last: int) -> tuple[float, float]:
+    """Mean summed section (mm²) of the first and the last third of slices [first, last]."""
     total = sum(areas.values())
     n = max(1, (last - first + 1) // 3)
-    top, bottom = total[first:first + n].mean(), total[last - n + 1:last + 1].mean()
-    return 1 if top >= bottom else -1
+    return float(total[first:first + n].mean()), float(total[last - n + 1:last + 1].mean())
 
 
 def read_slices(model, frames: np.ndarray, affine: np.ndarray, slice_axis: int,
@@ -254,8 +275,10 @@ def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
     """
     n = probs.shape[1]
     areas = [sections(p, classes, spacing_mm) for p in probs]
+    contrast = None
     if sign is None:
-        sign = apex_sign({c: np.median([a[c] for a in areas], axis=0) for c in classes}, first, last)
+        median = {c: np.median([a[c] for a in areas], axis=0) for c in classes}
+        sign, contrast = apex_sign(median, first, last), apex_contrast(median, first, last)
     candidates = candidate_slices(first, last, sign, n)
     order = np.arange(n) if sign > 0 else np.arange(n)[::-1]  # base end first
     at = [k if sign > 0 else n - 1 - k for k in candidates]  # their places in that order
@@ -265,4 +288,4 @@ def detect(probs: np.ndarray, classes: tuple[str, ...], spacing_mm: float,
                  detector) for f, frame in enumerate(probs)]
     call = call_base(np.array(p), candidates)
     own = tuple(call_base(frame_p, candidates).base for frame_p in p)
-    return dataclasses.replace(call, frame_bases=own), sign
+    return dataclasses.replace(call, frame_bases=own, apex_contrast=contrast), sign

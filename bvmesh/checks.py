@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .base import CLOSE_CALL
+from .base import APEX_CLOSE, CLOSE_CALL
 from .labels import LV_MYO, LV_POOL, RV_POOL
 
 VERDICTS = ("pass", "warn", "fail")
@@ -58,6 +58,11 @@ RANGES: dict[str, Range] = {
     # How much likelier the detected base is than the runner-up (log-likelihood; only
     # when detected): below CLOSE_CALL the runner-up is a real alternative, worth a look.
     "base_margin": Range((CLOSE_CALL, 1e9), (0, 1e9), "bvmesh.base: a close call between two slices"),
+    # How clearly the ventricles' sections told the apex end from the base end (only when
+    # read from the image): below APEX_CLOSE the direction, and so the base, may be the
+    # wrong way round; --apex-direction settles it.
+    "apex_contrast": Range((APEX_CLOSE, 1.0), (0, 1.0), "bvmesh.base: the apex direction read "
+                           "from the sections at the heart's two ends"),
     # The patient's-right (RAS +x) share of the direction from the LV pool to the RV pool,
     # in world mm: the RV lies to the right of the LV (0.32-1.0 on all 200 ACDC frames'
     # manual labels, 0.91 on the Sunnybrook example). Below 0 the image is mirrored against

@@ -239,8 +239,10 @@ def _quality_control(labels: np.ndarray, volume: io.Volume, report: dict, strict
     removed = sum(r["ml"] for r in report.get("plausibility", []))
     values = measures(labels, volume.spacing, geo["slice_axis"], geo["base_slice"], sign,
                       report["measurements"], removed)
-    margin = geo.get("base_detection", {}).get("margin")
+    detection = geo.get("base_detection", {})
+    margin = detection.get("margin")
     values["base_margin"] = margin if margin is not None and np.isfinite(margin) else None
+    values["apex_contrast"] = detection.get("apex_contrast")
     values["rv_right"] = rv_right(labels, volume.affine)
     located = np.flatnonzero(np.asarray(geo.get("heart_area_mm2_per_slice", []), float) > 0)
     values["image_texture"] = image_texture(volume.data, labels, geo["slice_axis"], located)

@@ -286,6 +286,7 @@ def apex(args) -> None:
     from bvmesh.pipeline import load_weights
 
     wrong: dict[str, list[str]] = {"every class": [], "the LV alone": []}
+    close: list[str] = []
     count = 0
     for weights in args.weights:
         model, _ = load_weights(weights, "cpu")
@@ -297,6 +298,9 @@ def apex(args) -> None:
             for name, classes in (("every class", model.classes), ("the LV alone", ("lv_pool", "lv_myo"))):
                 if detector.apex_sign({c: areas[c] for c in classes}, first, last) != sign:
                     wrong[name].append(case)
+            contrast = detector.apex_contrast(areas, first, last)
+            if contrast < detector.APEX_CLOSE:
+                close.append(f"{case} {contrast:.3f}")
             if case in wrong["every class"]:  # what the network read there
                 print(f"{case}, heart on slices {first}..{last}, sections (mm2) per slice: "
                       + "; ".join(f"{c} {np.round(a).astype(int).tolist()}"
@@ -304,6 +308,8 @@ def apex(args) -> None:
     for name, cases in wrong.items():
         print(f"apex direction from {name}'s sections: wrong on {len(cases)} of {count}: "
               + (", ".join(cases) or "none"))
+    print(f"every class's sections' contrast under {detector.APEX_CLOSE} (QC warns): "
+          f"{len(close)} of {count}: " + (", ".join(close) or "none"))
 
 
 def table(args) -> None:

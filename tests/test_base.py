@@ -61,6 +61,8 @@ def test_base_below_atrial_slices_with_the_apex_at_either_end(tmp_path, base_at_
     assert call["runner_up"] in (call["base_slice"] - 1, call["base_slice"] + 1)
     assert base in call["candidates"] and len(call["p_above_base"]) == len(call["candidates"])
     assert report["qc"]["checks"]["base_margin"]["value"] == pytest.approx(call["margin"], abs=1e-3)
+    assert report["qc"]["checks"]["apex_contrast"]["value"] == pytest.approx(call["apex_contrast"], abs=1e-3)
+    assert call["apex_contrast"] > detector.APEX_CLOSE  # the phantom tapers clearly
 
 
 def test_given_base_has_no_detection_block(make_case):
@@ -96,6 +98,23 @@ def test_apex_where_the_sections_are_smaller():
     areas = {"lv_pool": np.array([0, 30, 40, 35, 20, 8, 0.0])}
     assert detector.apex_sign(areas, 1, 5) == 1
     assert detector.apex_sign({"lv_pool": areas["lv_pool"][::-1]}, 1, 5) == -1
+
+
+def test_apex_contrast_says_how_clearly_the_ends_differ():
+    tapering = {"lv_pool": np.array([0, 30, 40, 35, 20, 8, 0.0])}  # ends 30 and 8 (n = 1)
+    assert detector.apex_contrast(tapering, 1, 5) == pytest.approx(22 / 30)
+    even = {"lv_pool": np.array([30, 31, 40, 40, 29, 30.0])}  # ends 30.5 and 29.5 (n = 2)
+    assert detector.apex_contrast(even, 0, 5) == pytest.approx(1 / 30.5)
+    assert detector.apex_contrast({"lv_pool": np.zeros(4)}, 0, 3) == 0.0
+
+
+@pytest.mark.parametrize("contrast, verdict", [(0.03, "warn"), (0.4, "pass"), (None, "pass")])
+def test_qc_warns_on_a_close_apex_direction(contrast, verdict):
+    from bvmesh.checks import assess
+
+    qc = assess({"lv_pool_ml": 100.0, "lv_mass_g": 120.0, "apex_contrast": contrast})
+    assert qc["checks"]["apex_contrast"]["verdict"] == verdict
+    assert ("apex_contrast" in qc["warned"]) == (verdict == "warn")
 
 
 def test_summary_row_gives_the_runner_up():
