@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -35,6 +37,40 @@ def test_tetra_mesh_is_valid_and_tagged(tet):
         a, b = q["tag_area_mm2"][name], surf.quality["tag_area_mm2"][name]
         assert abs(a - b) < 0.1 * b, (name, a, b)
     assert 1.0 < q["tetra"]["edge_mm_median"] < 3.0
+
+
+def _sigpipe_ignored() -> bool:
+    """Whether the process ignores SIGPIPE, as the kernel sees it (not Python's record)."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        mask = next(line for line in fh if line.startswith("SigIgn:"))
+    return bool(int(mask.split()[1], 16) >> (13 - 1) & 1)  # SIGPIPE is signal 13
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_tetra_leaves_sigpipe_ignored(in_thread):
+    # gmsh.initialize() resets SIGPIPE to "terminate": a later write to a closed socket
+    # killed the test run (the weights download tests) instead of raising BrokenPipeError.
+    import threading
+
+    from bvmesh.mesh.tetra import _generate
+
+    surf = surface_mesh(*_phantom_labels())
+    assert _sigpipe_ignored()
+    run = lambda: _generate(gmsh, surf.vertices, surf.faces, edge_mm=3.0,  # noqa: E731
+                            angle_deg=40, threads=1, optimise=False)
+    if in_thread:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    else:
+        run()
+    assert _sigpipe_ignored()
+
+
+def _phantom_labels():
+    phantom = make_phantom((1.5, 1.5, 8.0), det_sign=1, truth=False)
+    return phantom.labels, phantom.affine
 
 
 def _check(points, tets, tris, tags, mesh, scale=1.0, atol=1e-6):

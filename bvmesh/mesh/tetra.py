@@ -10,6 +10,8 @@ of its triangles sit on in the input surface.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -74,12 +76,30 @@ def boundary_faces(tetra: np.ndarray) -> np.ndarray:
     return f[counts[inv.ravel()] == 1]
 
 
+def _restore_signal(signum, handler) -> None:
+    """Put back the process's ``handler`` for ``signum`` after gmsh.initialize(), which
+    resets SIGPIPE to the C default: a later write to a closed pipe or socket (a download
+    the other side dropped, `bvmesh ... | head`, a Dask worker's connection) then killed
+    the whole process instead of raising BrokenPipeError, as Python ignores the signal."""
+    if signum is None or handler in (None, signal.SIG_DFL):
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signum, handler)
+    elif handler == signal.SIG_IGN:  # signal.signal is for the main thread only; libc is not
+        import ctypes
+
+        ctypes.CDLL(None).signal(int(signum), ctypes.c_void_p(1))  # 1 is SIG_IGN
+
+
 def _generate(gmsh, verts: np.ndarray, faces: np.ndarray, *, edge_mm: float, angle_deg: float,
               threads: int, optimise: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One gmsh session: patches split at ``angle_deg``, remeshed, filled by HXT and
     optimised while slivers remain. Returns (points, tetra, notes); raises gmsh's errors."""
     notes: list[str] = []
+    sigpipe = getattr(signal, "SIGPIPE", None)
+    before = signal.getsignal(sigpipe) if sigpipe else None
     gmsh.initialize(["-noenv"] if hasattr(gmsh, "initialize") else [])
+    _restore_signal(sigpipe, before)
     try:
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.option.setNumber("General.NumThreads", threads)
