@@ -48,24 +48,30 @@ def _sigpipe_ignored() -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
 @pytest.mark.parametrize("in_thread", [False, True])
-def test_tetra_leaves_sigpipe_ignored(in_thread):
+def test_tetra_keeps_the_process_signal_handling(in_thread):
     # gmsh.initialize() resets SIGPIPE to "terminate": a later write to a closed socket
     # killed the test run (the weights download tests) instead of raising BrokenPipeError.
+    # Its wrapper also leaves SIGINT at the default, and raised in a worker thread (Dask's).
+    import signal
     import threading
 
     from bvmesh.mesh.tetra import _generate
 
     surf = surface_mesh(*_phantom_labels())
+    sigint = signal.getsignal(signal.SIGINT)
     assert _sigpipe_ignored()
-    run = lambda: _generate(gmsh, surf.vertices, surf.faces, edge_mm=3.0,  # noqa: E731
-                            angle_deg=40, threads=1, optimise=False)
+    made = []
+    run = lambda: made.append(_generate(gmsh, surf.vertices, surf.faces,  # noqa: E731
+                                        edge_mm=3.0, angle_deg=40, threads=1, optimise=False))
     if in_thread:
         worker = threading.Thread(target=run)
         worker.start()
         worker.join()
     else:
         run()
+    assert made and len(made[0][1]) > 100  # tetrahedra were made
     assert _sigpipe_ignored()
+    assert signal.getsignal(signal.SIGINT) is sigint
 
 
 def _phantom_labels():

@@ -9,6 +9,7 @@ of its triangles sit on in the input surface.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -76,19 +77,43 @@ def boundary_faces(tetra: np.ndarray) -> np.ndarray:
     return f[counts[inv.ravel()] == 1]
 
 
-def _restore_signal(signum, handler) -> None:
-    """Put back the process's ``handler`` for ``signum`` after gmsh.initialize(), which
-    resets SIGPIPE to the C default: a later write to a closed pipe or socket (a download
-    the other side dropped, `bvmesh ... | head`, a Dask worker's connection) then killed
-    the whole process instead of raising BrokenPipeError, as Python ignores the signal."""
-    if signum is None or handler in (None, signal.SIG_DFL):
-        return
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signum, handler)
-    elif handler == signal.SIG_IGN:  # signal.signal is for the main thread only; libc is not
-        import ctypes
+#: The signals gmsh's initialisation changes (SIGPIPE exists on POSIX only).
+_KEPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGPIPE") if hasattr(signal, name))
 
-        ctypes.CDLL(None).signal(int(signum), ctypes.c_void_p(1))  # 1 is SIG_IGN
+
+@contextlib.contextmanager
+def _gmsh_session(gmsh):
+    """gmsh initialised, then finalised, with the process's signal handling kept.
+
+    gmsh.initialize() resets SIGPIPE to the C default: a later write to a closed pipe or
+    socket (a download the other side dropped, `bvmesh ... | head`, a Dask worker's
+    connection) killed the whole process instead of raising BrokenPipeError, as Python
+    ignores that signal. Its Python wrapper also sets SIGINT to the default so that Ctrl-C
+    stops a long meshing call, and never puts it back (nor can it, outside the main thread,
+    where it raises instead). Both are put back as they were.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    kept = {signum: signal.getsignal(signum) for signum in _KEPT_SIGNALS}
+    gmsh.initialize(["-noenv"], interruptible=main)
+    _restore(kept, main, only=(getattr(signal, "SIGPIPE", None),))
+    try:
+        yield gmsh
+    finally:
+        gmsh.finalize()
+        _restore(kept, main)
+
+
+def _restore(kept: dict, main: bool, only: tuple = ()) -> None:
+    """Put back the handlers in ``kept`` (those in ``only``, when given)."""
+    for signum, handler in kept.items():
+        if (only and signum not in only) or handler is None:
+            continue
+        if main:
+            signal.signal(signum, handler)
+        elif handler == signal.SIG_IGN:  # signal.signal is for the main thread only; libc is not
+            import ctypes
+
+            ctypes.CDLL(None).signal(int(signum), ctypes.c_void_p(1))  # 1 is SIG_IGN
 
 
 def _generate(gmsh, verts: np.ndarray, faces: np.ndarray, *, edge_mm: float, angle_deg: float,
@@ -96,11 +121,7 @@ def _generate(gmsh, verts: np.ndarray, faces: np.ndarray, *, edge_mm: float, ang
     """One gmsh session: patches split at ``angle_deg``, remeshed, filled by HXT and
     optimised while slivers remain. Returns (points, tetra, notes); raises gmsh's errors."""
     notes: list[str] = []
-    sigpipe = getattr(signal, "SIGPIPE", None)
-    before = signal.getsignal(sigpipe) if sigpipe else None
-    gmsh.initialize(["-noenv"] if hasattr(gmsh, "initialize") else [])
-    _restore_signal(sigpipe, before)
-    try:
+    with _gmsh_session(gmsh):
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.option.setNumber("General.NumThreads", threads)
         gmsh.model.add("bvmesh")
@@ -131,8 +152,6 @@ def _generate(gmsh, verts: np.ndarray, faces: np.ndarray, *, edge_mm: float, ang
         if passes:
             notes.append(f"tetra: slivers after HXT; ran gmsh's optimisers {', '.join(passes)}")
         return points, tetra, notes
-    finally:
-        gmsh.finalize()
 
 
 def tetra_mesh(surf, *, edge_mm: float = 1.5, threads: int = 2, optimise: bool = True):
