@@ -95,7 +95,8 @@ def _gmsh_session(gmsh):
     main = threading.current_thread() is threading.main_thread()
     kept = {signum: signal.getsignal(signum) for signum in _KEPT_SIGNALS}
     gmsh.initialize(["-noenv"], interruptible=main)
-    _restore(kept, main, only=(getattr(signal, "SIGPIPE", None),))
+    # SIGINT stays gmsh's for the session, so that Ctrl-C stops a long meshing call.
+    _restore({s: h for s, h in kept.items() if s != signal.SIGINT}, main)
     try:
         yield gmsh
     finally:
@@ -103,10 +104,10 @@ def _gmsh_session(gmsh):
         _restore(kept, main)
 
 
-def _restore(kept: dict, main: bool, only: tuple = ()) -> None:
-    """Put back the handlers in ``kept`` (those in ``only``, when given)."""
+def _restore(kept: dict, main: bool) -> None:
+    """Put back the handlers in ``kept`` (signal -> handler as signal.getsignal gave it)."""
     for signum, handler in kept.items():
-        if (only and signum not in only) or handler is None:
+        if handler is None:  # not set from Python: nothing of ours to put back
             continue
         if main:
             signal.signal(signum, handler)
